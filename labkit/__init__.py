@@ -1,0 +1,1 @@
+"""labkit: the helper package of the AI on EKS Foundations course."""

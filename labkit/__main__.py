@@ -1,0 +1,59 @@
+"""Command line of the course: ``python -m labkit doctor`` and ``python -m labkit bench NAME``.
+
+Each benchmark lives in the module that owns its machinery and is registered in
+:data:`BENCHES` as ``"module:function"``; the function takes the remaining arguments
+(a list of strings) and returns the process exit code. Benchmarks print one JSON object
+when given ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: bench name -> "module:function(argv) -> int"; the module is imported only when asked for.
+BENCHES: dict[str, str] = {
+    "decode": "labkit.models:bench_decode_cli",
+    "quant": "labkit.quant:bench_quant_cli",
+    "storage": "labkit.storage:bench_storage_cli",
+    "serve": "labkit.serve:bench_serve_cli",
+}
+
+
+def _run_bench(name: str, argv: list[str]) -> int:
+    if name not in BENCHES:
+        print(f"labkit: unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHES))}",
+              file=sys.stderr)
+        return 2
+    module_name, func_name = BENCHES[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        print(f"labkit: benchmark {name!r} is not available in this version of the course "
+              f"({err}). Update the repository and run `make setup`.", file=sys.stderr)
+        return 2
+    return int(getattr(module, func_name)(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m labkit``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    doctor = sub.add_parser("doctor", help="check that this machine can run the course")
+    doctor.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    doctor.add_argument("--skip-kernel", action="store_true",
+                        help="do not start a Jupyter kernel (faster; for unit tests)")
+    bench = sub.add_parser("bench", help="run one of the course's benchmarks")
+    bench.add_argument("name", help=f"one of: {', '.join(sorted(BENCHES))}")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark (try --help)")
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from labkit import doctor as doctor_module
+
+        return doctor_module.main(json_output=args.json, check_kernel=not args.skip_kernel)
+    return _run_bench(args.name, args.args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Memory arithmetic for models: weights, KV cache, training state, and whether it fits.
+
+These are the formulas the course uses to size nodes. They count *bytes of tensors*; real
+processes add a runtime overhead (CUDA context, allocator fragmentation, activations,
+framework buffers), which :func:`fits` models as a fraction on top.
+
+Units: sizes are returned in bytes; GPU memory is given in GB as vendors publish it and is
+converted with 1 GB = 10**9 bytes (vendors' "80 GB" is in fact a little more than
+80 * 10**9 bytes, so this errs on the safe side).
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+#: Bytes needed to store one value of each supported precision.
+BYTES_PER_PARAM: dict[str, float] = {
+    "fp32": 4.0,
+    "fp16": 2.0,
+    "bf16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+}
+
+_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16",
+            "bfloat16": "bf16", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
+            "qint8": "int8", "quint4x2": "int4"}
+
+#: Bytes per parameter of each training recipe: (weights, gradients, optimizer states).
+#: Activations are not included: they depend on batch size and sequence length.
+TRAINING_RECIPES: dict[str, tuple[float, float, float]] = {
+    # fp32 weights and gradients; AdamW keeps two fp32 moments (m, v).
+    "fp32-adamw": (4.0, 4.0, 8.0),
+    # Mixed precision as in the ZeRO paper (Rajbhandari et al., 2020): fp16/bf16 weights and
+    # gradients for the math, plus an fp32 master copy of the weights and the two fp32 moments.
+    "mixed-adamw": (2.0, 2.0, 12.0),
+    # bf16 weights and gradients with fp32 moments and no master copy.
+    "bf16-adamw": (2.0, 2.0, 8.0),
+    # Plain SGD in fp32: no optimizer state.
+    "fp32-sgd": (4.0, 4.0, 0.0),
+    # SGD with momentum in fp32: one fp32 buffer.
+    "fp32-sgd-momentum": (4.0, 4.0, 4.0),
+}
+
+
+def _check_count(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return float(value)
+
+
+def normalize_dtype(dtype: str) -> str:
+    """The course's name for a precision: ``'float16'`` -> ``'fp16'``.
+
+    Accepts the names in :data:`BYTES_PER_PARAM`, common aliases and ``torch.dtype`` objects.
+    Raises ValueError for anything else, naming what is allowed.
+    """
+    name = str(dtype).removeprefix("torch.").lower()
+    name = _ALIASES.get(name, name)
+    if name not in BYTES_PER_PARAM:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of: {', '.join(BYTES_PER_PARAM)}")
+    return name
+
+
+def bytes_per_param(dtype: str) -> float:
+    """Bytes to store one parameter in ``dtype`` (fp32 4, fp16/bf16 2, fp8/int8 1, int4 0.5)."""
+    return BYTES_PER_PARAM[normalize_dtype(dtype)]
+
+
+def weight_bytes(n_params: float, dtype: str) -> float:
+    """Bytes of a model's weights: ``n_params`` x bytes per parameter of ``dtype``.
+
+    Quantization scales and zero-points are not counted (for int8 per channel and int4 with
+    groups of 64 or more they add under 3 %).
+
+    Example:
+        >>> weight_bytes(7e9, "fp16") / 1e9   # a 7B model in fp16: 14 GB of weights
+        14.0
+    """
+    return _check_count(n_params, "n_params") * bytes_per_param(dtype)
+
+
+def kv_cache_bytes(*, n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int,
+                   batch_size: int = 1, dtype: str = "fp16") -> float:
+    """Bytes of the KV cache: 2 (K and V) x layers x KV heads x head size x tokens x batch x bytes.
+
+    ``n_kv_heads`` is the number of *key/value* heads: fewer than the query heads in models that
+    use grouped-query attention (Llama 3 8B: 32 query heads, 8 KV heads).
+
+    Example (Llama 3 8B, 8k tokens, fp16):
+        >>> kv_cache_bytes(n_layers=32, n_kv_heads=8, head_dim=128, seq_len=8192) / 2**30
+        1.0
+    """
+    values = {"n_layers": n_layers, "n_kv_heads": n_kv_heads, "head_dim": head_dim,
+              "seq_len": seq_len, "batch_size": batch_size}
+    for name, value in values.items():
+        _check_count(value, name)
+    return (2.0 * n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_param(dtype))
+
+
+def training_breakdown(n_params: float, recipe: str = "mixed-adamw") -> dict[str, float]:
+    """Bytes of weights, gradients and optimizer states for ``recipe``, and their total.
+
+    Recipes and their bytes per parameter (weights + gradients + optimizer states):
+
+    - ``fp32-adamw``: 4 + 4 + 8 = 16
+    - ``mixed-adamw``: 2 + 2 + 12 (fp32 master weights and two fp32 moments) = 16
+    - ``bf16-adamw``: 2 + 2 + 8 = 12
+    - ``fp32-sgd``: 4 + 4 + 0 = 8
+    - ``fp32-sgd-momentum``: 4 + 4 + 4 = 12
+
+    Activations are excluded: they grow with batch size and sequence length.
+    """
+    if recipe not in TRAINING_RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; use one of: {', '.join(TRAINING_RECIPES)}")
+    n = _check_count(n_params, "n_params")
+    weights, grads, optim = TRAINING_RECIPES[recipe]
+    parts = {"weights": n * weights, "gradients": n * grads, "optimizer_states": n * optim}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def training_bytes(n_params: float, recipe: str = "mixed-adamw") -> float:
+    """Bytes of training state (weights + gradients + optimizer states) for ``recipe``.
+
+    See :func:`training_breakdown` for the recipes. Example: a 7B model with mixed-precision
+    AdamW needs 16 bytes per parameter, 112 GB, before activations:
+
+        >>> training_bytes(7e9) / 1e9
+        112.0
+    """
+    return training_breakdown(n_params, recipe)["total"]
+
+
+def fits(n_params: float, dtype: str, gpu_memory_gb: float, overhead: float = 0.2) -> bool:
+    """Whether the weights of ``n_params`` in ``dtype``, plus ``overhead``, fit one GPU.
+
+    Args:
+        n_params: number of parameters.
+        dtype: one of fp32, fp16, bf16, fp8, int8, int4.
+        gpu_memory_gb: memory of one GPU in GB as published (e.g. 24 for an A10G).
+        overhead: extra fraction on top of the weights for the runtime, activations and a
+            small KV cache (0.2 = 20 %). Serving long contexts or big batches needs more: add
+            :func:`kv_cache_bytes` to the weights instead.
+
+    Example:
+        >>> fits(7e9, "fp16", 24)      # 14 GB x 1.2 = 16.8 GB <= 24 GB
+        True
+        >>> fits(70e9, "fp16", 80)     # 140 GB x 1.2 = 168 GB > 80 GB
+        False
+    """
+    return gpus_needed(n_params, dtype, gpu_memory_gb, overhead=overhead) <= 1
+
+
+def gpus_needed(n_params: float, dtype: str, gpu_memory_gb: float, overhead: float = 0.2) -> int:
+    """The smallest number of GPUs of ``gpu_memory_gb`` that hold the weights plus ``overhead``.
+
+    Assumes the weights are split evenly (tensor or pipeline parallelism), so it is a lower
+    bound: real deployments round up to 2, 4 or 8 GPUs per node.
+    """
+    memory = _check_count(gpu_memory_gb, "gpu_memory_gb")
+    if memory == 0:
+        raise ValueError("gpu_memory_gb must be > 0, e.g. 24 for an A10G or 80 for an H100")
+    extra = _check_count(overhead, "overhead")
+    need = weight_bytes(n_params, dtype) * (1.0 + extra)
+    return max(1, math.ceil(need / (memory * 1e9)))
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes held by the tensors of a model, a state_dict or any iterable of tensors, as stored.
+
+    This is *measured* from the tensors themselves (elements x element size), so it shows what a
+    precision really costs, including scales kept beside quantized weights.
+    """
+    import torch
+
+    if isinstance(tensors, torch.nn.Module):
+        tensors = tensors.state_dict().values()
+    elif isinstance(tensors, dict):
+        tensors = tensors.values()
+    elif isinstance(tensors, torch.Tensor):
+        tensors = [tensors]
+    total = 0
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"tensor_bytes expects tensors, a state_dict or a module, got {type(t).__name__}")
+        total += t.numel() * t.element_size()
+    return total

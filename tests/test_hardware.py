@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from labkit import hardware
+
+KEYS = {"cpu_model", "cpu_flags", "logical_cores", "usable_cores", "memory_total_GiB",
+        "memory_available_GiB", "disk_free_GiB", "disk_path", "os", "python", "torch",
+        "torch_threads", "cuda_available", "cuda_device", "device"}
+
+
+def test_machine_facts_has_every_key():
+    facts = hardware.machine_facts()
+    assert set(facts) == KEYS
+    assert facts["usable_cores"] >= 1 and facts["memory_total_GiB"] > 0
+    assert facts["torch"] == torch.__version__
+    assert "usable cores" in hardware.describe_machine(facts)
+
+
+def test_pick_device(monkeypatch):
+    monkeypatch.delenv("LABKIT_DEVICE", raising=False)
+    assert hardware.pick_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert hardware.pick_device("cpu") == "cpu"
+    monkeypatch.setenv("LABKIT_DEVICE", "cpu")
+    assert hardware.pick_device() == "cpu"
+    with pytest.raises(ValueError, match="use 'cpu', 'cuda' or 'auto'"):
+        hardware.pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            hardware.pick_device("cuda")
+
+
+def test_memory_bandwidth_is_plausible():
+    gbps = hardware.measure_memory_bandwidth(size_mib=64, repeats=3)
+    assert 0.5 < gbps < 20_000
+    with pytest.raises(ValueError, match="size_mib"):
+        hardware.measure_memory_bandwidth(size_mib=1)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8"])
+def test_matmul_flops_is_plausible(dtype):
+    assert 0.01 < hardware.measure_matmul_flops(dtype, n=128, repeats=2) < 5e6
+
+
+def test_matmul_flops_rejects_unsupported():
+    with pytest.raises(ValueError, match="int4"):
+        hardware.measure_matmul_flops("int4")
+    with pytest.raises(ValueError, match="n must be"):
+        hardware.measure_matmul_flops("fp32", n=4)
+
+
+def test_tools():
+    assert hardware.tool_path("sh")
+    assert hardware.tool_path("definitely-not-a-tool-xyz") is None
+    assert hardware.python_ok((3, 0)) and not hardware.python_ok((99, 0))
