@@ -28,6 +28,9 @@ $(STAMP): requirements.txt $(wildcard requirements-nodeps.txt) pyproject.toml
 	@set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt 2>&1 | { $(PIP_FILTER); }
 	@if [ -f requirements-nodeps.txt ]; then set -o pipefail; $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt 2>&1 | { $(PIP_FILTER); }; fi
 	@$(BIN)/python -m pip check
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+		> $(VENV)/share/jupyter/lab/settings/overrides.json  # no news pop-up: the course runs offline
 	@touch $(STAMP)
 
 book: setup
