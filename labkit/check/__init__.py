@@ -1,0 +1,37 @@
+"""Check functions for the labs: specific feedback on a learner's answer.
+
+Each lab has its own module here (``labkit.check.<lab>``) with one function per task. A check
+prints what is right and raises :class:`LabCheckError` (an AssertionError, so nbval and
+``make test`` fail on a wrong instructor solution) with a message that says what is off and
+what to look at, never just "wrong".
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class LabCheckError(AssertionError):
+    """A lab answer is off; the message says how and what to try."""
+
+
+def expect(condition: bool, hint: str) -> None:
+    """Raise :class:`LabCheckError` with ``hint`` unless ``condition`` holds."""
+    if not condition:
+        raise LabCheckError(hint)
+
+
+def expect_close(name: str, value: float, expected: float, rel: float = 0.05, hint: str = "") -> None:
+    """Check that ``value`` is within ``rel`` (relative) of ``expected``; explain the gap if not."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise LabCheckError(f"{name} should be a number, got {value!r}") from None
+    if math.isnan(number) or not math.isclose(number, expected, rel_tol=rel):
+        ratio = f" ({number / expected:.2f}× the expected value)" if expected else ""
+        raise LabCheckError(f"{name} = {number:.4g}, expected about {expected:.4g}{ratio}. {hint}".strip())
+
+
+def passed(message: str) -> None:
+    """Print a success line (kept short: the learner reads it in the notebook)."""
+    print(f"✔ {message}")
