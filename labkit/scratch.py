@@ -47,13 +47,16 @@ def check_free_space(need_bytes: int, where: str | os.PathLike | None = None, fa
 
 @contextlib.contextmanager
 def scratch_dir(need_bytes: int = 0, prefix: str = "labkit-",
-                limit_bytes: int = DEFAULT_LIMIT_BYTES) -> Iterator[Path]:
+                limit_bytes: int = DEFAULT_LIMIT_BYTES,
+                root: str | os.PathLike | None = None) -> Iterator[Path]:
     """A fresh folder for ``need_bytes`` of files, removed with everything in it afterwards.
 
     Args:
         need_bytes: how much the caller will write; the disk must have twice that free.
         prefix: start of the folder's name, to tell whose files they are.
         limit_bytes: refuse requests above this (default 2 GiB, the course's budget).
+        root: where to make the folder (default :func:`scratch_root`). Folders this call
+            had to create for it are removed again afterwards if nothing else is in them.
 
     Example:
         >>> with scratch_dir(1_000_000) as folder:
@@ -64,13 +67,25 @@ def scratch_dir(need_bytes: int = 0, prefix: str = "labkit-",
     if need_bytes > limit_bytes:
         raise ValueError(f"scratch request of {need_bytes / 2**30:.2f} GiB is above the limit of "
                          f"{limit_bytes / 2**30:.2f} GiB; use a smaller size or raise limit_bytes")
-    root = scratch_root()
-    check_free_space(need_bytes, root)
-    root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    base = Path(root) if root else scratch_root()
+    check_free_space(need_bytes, base)
+    created = []
+    probe = base.absolute()
+    while not probe.exists():
+        created.append(probe)
+        probe = probe.parent
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    except OSError as err:
+        raise RuntimeError(f"cannot create a scratch folder in {base}: {err}. Pick a writable "
+                           "folder with LABKIT_SCRATCH (or the tool's --path option).") from err
     try:
         yield folder
     finally:  # runs on success, on exceptions and on KeyboardInterrupt
         shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            root.rmdir()  # only succeeds when no other scratch folder is in use
+        for parent in created:  # innermost first; stops at one still in use by someone else
+            try:
+                parent.rmdir()
+            except OSError:
+                break

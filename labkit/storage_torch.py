@@ -1,0 +1,441 @@
+"""PyTorch's side of storage: DataLoader over small files vs packed shards, checkpoint formats.
+
+Two patterns decide how much of an AI job's time goes to storage:
+
+* **Feeding the training loop.** A ``DataLoader`` that opens one small file per sample pays a
+  file open and a random read per sample; one packed shard (a flat file, or a tar file as
+  WebDataset uses) is read with large sequential reads. :func:`bench_dataloader` measures
+  samples/s for each layout against ``num_workers``.
+* **Saving and loading checkpoints.** :func:`bench_checkpoint` times ``torch.save`` against
+  safetensors, and full loads against ``mmap`` loads, for any ``state_dict``.
+
+Reached through :mod:`labkit.storage` (``storage.bench_dataloader``); write only inside a
+:func:`labkit.storage.scratch_dir`. Units as in :mod:`labkit.storage` (MB/s = 10**6 B/s).
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from labkit.storage import KiB, Stats, Throughput, _fsync_path, _syncfs, drop_file_cache
+
+__all__ = ["SampleSet", "write_samples", "SampleDataset", "bench_dataloader",
+           "state_dict_bytes", "save_checkpoint", "load_checkpoint", "bench_checkpoint"]
+
+LAYOUTS = ("files", "packed", "tar")
+
+
+# --------------------------------------------------------------------------- samples
+
+
+@dataclass
+class SampleSet:
+    """Samples on disk: ``layout`` is ``"files"`` (one file per sample), ``"packed"`` (one
+    flat file, sample i at ``i x sample_bytes``) or ``"tar"`` (one tar shard; ``offsets`` are
+    where each member's data starts)."""
+
+    layout: str
+    sample_bytes: int
+    paths: list[Path]
+    offsets: list[int] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.offsets) if self.layout != "files" else len(self.paths)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.n * self.sample_bytes
+
+    def files(self) -> list[Path]:
+        """The files on disk (one per sample, or the one shard)."""
+        return list(self.paths)
+
+
+def _sample_bytes(i: int, sample_bytes: int, pattern: bytes) -> bytes:
+    head = i.to_bytes(8, "little")
+    body = (pattern * (sample_bytes // len(pattern) + 1))[: sample_bytes - 8]
+    return (head + body)[:sample_bytes]
+
+
+def write_samples(folder: str | os.PathLike, n_samples: int, sample_bytes: int = 16 * KiB,
+                  layout: str = "files") -> SampleSet:
+    """Write ``n_samples`` samples of ``sample_bytes`` into ``folder`` in the given layout.
+
+    Sample i starts with i as 8 little-endian bytes (so a test can check what was read),
+    followed by incompressible bytes. Everything is flushed to disk before returning.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if n_samples < 1 or sample_bytes < 8:
+        raise ValueError("need n_samples >= 1 and sample_bytes >= 8")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = os.urandom(4 * KiB)
+    if layout == "files":
+        paths = []
+        for i in range(n_samples):
+            sub = folder / f"{i // 1000:03d}"
+            if i % 1000 == 0:
+                sub.mkdir(exist_ok=True)
+            p = sub / f"{i:07d}.bin"
+            p.write_bytes(_sample_bytes(i, sample_bytes, pattern))
+            paths.append(p)
+        _syncfs(folder)
+        return SampleSet(layout, sample_bytes, paths)
+    if layout == "packed":
+        p = folder / "shard.bin"
+        with open(p, "wb") as f:
+            for i in range(n_samples):
+                f.write(_sample_bytes(i, sample_bytes, pattern))
+            f.flush()
+            os.fsync(f.fileno())
+        return SampleSet(layout, sample_bytes, [p], [i * sample_bytes for i in range(n_samples)])
+    p = folder / "shard.tar"
+    import io
+
+    with tarfile.open(p, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i in range(n_samples):
+            data = _sample_bytes(i, sample_bytes, pattern)
+            info = tarfile.TarInfo(f"{i:07d}.bin")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    _fsync_path(p)
+    with tarfile.open(p, "r") as tar:
+        offsets = [m.offset_data for m in tar.getmembers()]
+    return SampleSet(layout, sample_bytes, [p], offsets)
+
+
+def _spin(us: float) -> None:
+    if us > 0:
+        end = time.perf_counter() + us / 1e6
+        while time.perf_counter() < end:
+            pass
+
+
+class SampleDataset(Dataset):
+    """A map-style Dataset over a :class:`SampleSet`; item i is a uint8 tensor of one sample.
+
+    ``work_us`` burns that much CPU per sample, standing in for decoding and augmentation.
+    ``latency_us`` sleeps that long per sample, a *simulation* of remote storage's per-request
+    latency (an object store's first byte takes milliseconds; a local disk ~0.1 ms).
+    Shards are opened lazily in each process (DataLoader workers get their own descriptor).
+    """
+
+    def __init__(self, samples: SampleSet, work_us: float = 0.0, latency_us: float = 0.0):
+        self.samples = samples
+        self.work_us = float(work_us)
+        self.latency_us = float(latency_us)
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return self.samples.n
+
+    def _shard_fd(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.samples.paths[0], os.O_RDONLY)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        s = self.samples
+        out = torch.empty(s.sample_bytes, dtype=torch.uint8)  # 64-byte aligned: fast copies
+        buf = out.numpy()
+        if s.layout == "files":
+            fd = os.open(s.paths[i], os.O_RDONLY)
+            try:
+                n = os.readv(fd, [buf])
+            finally:
+                os.close(fd)
+        else:
+            n = os.preadv(self._shard_fd(), [buf], s.offsets[i])
+        if n != s.sample_bytes:
+            raise RuntimeError(f"short read of sample {i}: {n} of {s.sample_bytes} bytes")
+        if self.latency_us > 0:
+            time.sleep(self.latency_us / 1e6)
+        _spin(self.work_us)
+        return out
+
+    def close(self) -> None:
+        """Close the shard's descriptor in this process (safe to call twice)."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_fd"] = None
+        state["_pid"] = None
+        return state
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _epoch(loader: DataLoader) -> tuple[float, float, int]:
+    """Iterate ``loader`` once: (seconds to first batch, seconds in all, samples)."""
+    t0 = time.perf_counter()
+    it = iter(loader)
+    first = None
+    n = 0
+    try:
+        for batch in it:
+            if first is None:
+                first = time.perf_counter() - t0
+            n += len(batch)
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+    return first or 0.0, time.perf_counter() - t0, n
+
+
+def bench_dataloader(folder: str | os.PathLike, *, n_samples: int = 2048,
+                     sample_bytes: int = 16 * KiB, layouts: Sequence[str] = LAYOUTS,
+                     num_workers: Sequence[int] = (0, 1, 2), batch_size: int = 64,
+                     cache: str = "cold", work_us: float = 0.0, latency_us: float = 0.0,
+                     shuffle: bool = False, repeats: int = 1, seed: int = 0) -> list[dict]:
+    """Samples/s of a ``DataLoader`` per layout (small files, packed file, tar shard) and
+    ``num_workers``.
+
+    Writes each layout once into ``folder`` (a scratch folder), then for every combination
+    runs ``repeats`` epochs. ``cache="cold"`` drops the samples' pages from the page cache
+    before each epoch. ``work_us`` (CPU per sample) and ``latency_us`` (simulated remote
+    latency per sample) are passed to :class:`SampleDataset`. Times include starting the
+    worker processes (the wait for the first batch is reported as ``first_batch_s``).
+    Returns rows ``{"layout", "num_workers", "samples_per_s": Stats, "MBps": Stats,
+    "first_batch_s": Stats}``.
+    """
+    if cache not in ("cold", "warm"):
+        raise ValueError(f"cache must be 'cold' or 'warm', got {cache!r}")
+    bad = [w for w in num_workers if w < 0]
+    if bad or batch_size < 1 or repeats < 1:
+        raise ValueError("need num_workers >= 0, batch_size >= 1 and repeats >= 1")
+    folder = Path(folder)
+    rows = []
+    with warnings.catch_warnings():
+        # More workers than cores is the point when samples wait on (simulated) latency.
+        warnings.filterwarnings("ignore", message=".*worker processes in total.*")
+        for layout in layouts:
+            rows += _bench_layout(folder, layout, n_samples, sample_bytes, num_workers,
+                                  batch_size, cache, work_us, latency_us, shuffle, repeats,
+                                  seed)
+    return rows
+
+
+def _bench_layout(folder: Path, layout: str, n_samples: int, sample_bytes: int,
+                  num_workers: Sequence[int], batch_size: int, cache: str, work_us: float,
+                  latency_us: float, shuffle: bool, repeats: int, seed: int) -> list[dict]:
+    samples = write_samples(folder / layout, n_samples, sample_bytes, layout)
+    files = samples.files()
+    rows = []
+    for w in num_workers:
+        sps, mbps, first = [], [], []
+        for rep in range(repeats):
+            if cache == "cold":
+                for p in files:
+                    drop_file_cache(p)
+            ds = SampleDataset(samples, work_us, latency_us)
+            g = torch.Generator().manual_seed(seed + rep)
+            loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=w,
+                                generator=g)
+            try:
+                t_first, seconds, n = _epoch(loader)
+            finally:
+                ds.close()
+            if n != n_samples:
+                raise RuntimeError(f"DataLoader returned {n} of {n_samples} samples")
+            sps.append(n / seconds)
+            mbps.append(n * sample_bytes / seconds / 1e6)
+            first.append(t_first)
+        rows.append({"layout": layout, "num_workers": w, "cache": cache,
+                     "work_us": work_us, "latency_us": latency_us,
+                     "samples_per_s": Stats(sps, "samples/s"), "MBps": Stats(mbps, "MB/s"),
+                     "first_batch_s": Stats(first, "s")})
+    return rows
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def state_dict_bytes(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Bytes of tensor data in ``state_dict`` (shared storage counted once)."""
+    seen = set()
+    total = 0
+    for t in state_dict.values():
+        if not isinstance(t, torch.Tensor):
+            continue
+        st = t.untyped_storage()
+        key = (st.data_ptr(), st.nbytes())
+        if key in seen:
+            continue
+        seen.add(key)
+        total += st.nbytes()
+    return total
+
+
+def _for_safetensors(state_dict: Mapping[str, torch.Tensor]
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors safetensors can store: contiguous, no shared memory.
+
+    Exact duplicates (tied weights) are dropped and returned as ``{dropped: kept}``, as
+    ``safetensors.torch.save_model`` does; other overlapping views are cloned.
+    """
+    out: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    exact: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for k, t in state_dict.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"state_dict[{k!r}] is a {type(t).__name__}; safetensors stores "
+                             f"tensors only (move other values into metadata)")
+        t = t.detach()
+        ptr = t.untyped_storage().data_ptr()
+        key = (ptr, t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if key in exact and t.numel() > 0:
+            aliases[k] = exact[key]
+            continue
+        exact[key] = k
+        if (ptr in storages and t.numel() > 0) or not t.is_contiguous() or \
+                t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.contiguous().clone()
+        storages.add(ptr)
+        out[k] = t
+    return out, aliases
+
+
+def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                    fmt: str = "torch") -> Throughput:
+    """Save ``state_dict`` as ``fmt`` (``"torch"``: ``torch.save``; ``"safetensors"``) and
+    fsync it; returns bytes on disk and seconds (including the fsync)."""
+    if fmt not in ("torch", "safetensors"):
+        raise ValueError(f"fmt must be 'torch' or 'safetensors', got {fmt!r}")
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        tensors, aliases = _for_safetensors(state_dict)
+        t0 = time.perf_counter()
+        save_file(tensors, os.fspath(path), metadata={f"alias:{k}": v for k, v in aliases.items()})
+    else:
+        t0 = time.perf_counter()
+        torch.save(dict(state_dict), path)
+    _fsync_path(path)
+    seconds = time.perf_counter() - t0
+    return Throughput(os.path.getsize(path), seconds, 1, label=f"save {fmt}")
+
+
+def _touch(t: torch.Tensor) -> int:
+    """Read one byte per 4 KiB page of ``t``'s data (faults in every page of an mmap)."""
+    if t.numel() == 0:
+        return 0
+    flat = t.detach().reshape(-1)
+    if not flat.is_contiguous():
+        return int(flat.sum().item() != 0)
+    return int(flat.view(torch.uint8)[::4096].sum().item())
+
+
+def load_checkpoint(path: str | os.PathLike, fmt: str = "torch", *, mmap: bool = False
+                    ) -> dict[str, torch.Tensor]:
+    """Load a checkpoint written by :func:`save_checkpoint` (weights only, on CPU).
+
+    ``mmap=True`` maps the file instead of reading it: the load returns at once and pages
+    are read when first touched (``torch.load(mmap=True)``; safetensors' ``safe_open`` always
+    maps the file and copies each tensor out). Tied weights dropped by safetensors are
+    restored from the file's metadata.
+    """
+    if fmt == "torch":
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    if fmt == "safetensors":
+        from safetensors import safe_open
+
+        out = {}
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+            meta = f.metadata() or {}
+        for k, v in meta.items():
+            if k.startswith("alias:") and v in out:
+                out[k[len("alias:"):]] = out[v]
+        return out
+    raise ValueError(f"fmt must be 'torch' or 'safetensors', got {fmt!r}")
+
+
+def _same(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    if set(a) != set(b):
+        return False
+    for k, v in a.items():
+        if isinstance(v, torch.Tensor):
+            if not (isinstance(b[k], torch.Tensor) and torch.equal(v.detach().cpu(), b[k])):
+                return False
+        elif v != b[k]:
+            return False
+    return True
+
+
+def bench_checkpoint(state_dict: Mapping[str, torch.Tensor], folder: str | os.PathLike, *,
+                     formats: Sequence[str] = ("torch", "safetensors"), cache: str = "cold",
+                     repeats: int = 3, verify: bool = True) -> list[dict]:
+    """Time saving and loading ``state_dict`` in each format, ``repeats`` times each.
+
+    Operations: ``save`` (with fsync); ``load``; and for ``torch`` also ``load mmap``
+    (``torch.load(mmap=True)``). Every load is timed until each page of every tensor has
+    been touched, so lazy loads are charged for the bytes they read: ``torch.load`` copies
+    the whole file into new memory, while ``load mmap`` and safetensors (whose ``safe_open``
+    maps the file) fault pages in on first touch instead of copying them. ``cache="cold"``
+    drops the file from the page cache before each load.
+    ``verify`` checks once that every loaded tensor equals the original (RuntimeError if
+    not). Returns rows ``{"format", "op", "seconds": Stats, "MBps": Stats, "file_bytes"}``;
+    MB/s is file bytes per second. Accepts any ``state_dict`` of tensors; needs free space of
+    about twice its size in ``folder``.
+    """
+    if cache not in ("cold", "warm"):
+        raise ValueError(f"cache must be 'cold' or 'warm', got {cache!r}")
+    if not state_dict:
+        raise ValueError("state_dict is empty")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for fmt in formats:
+        path = folder / ("ckpt.pt" if fmt == "torch" else "ckpt.safetensors")
+        ops = ["save", "load"] + (["load mmap"] if fmt == "torch" else [])
+        times: dict[str, list[float]] = {op: [] for op in ops}
+        size = 0
+        for rep in range(repeats):
+            w = save_checkpoint(state_dict, path, fmt)
+            size = w.nbytes
+            times["save"].append(w.seconds)
+            for op in ops[1:]:
+                if cache == "cold":
+                    drop_file_cache(path)
+                elif rep == 0:
+                    path.read_bytes()
+                t0 = time.perf_counter()
+                sd = load_checkpoint(path, fmt, mmap=(op == "load mmap"))
+                for t in sd.values():  # mapped pages are read only when touched
+                    if isinstance(t, torch.Tensor):
+                        _touch(t)
+                times[op].append(time.perf_counter() - t0)
+                if verify and rep == 0 and not _same(state_dict, sd):
+                    raise RuntimeError(f"{fmt} {op}: the loaded tensors differ from the saved "
+                                       f"ones; the checkpoint file is corrupt or the format "
+                                       f"changed a tensor")
+                del sd
+        for op in ops:
+            rows.append({"format": fmt, "op": op, "seconds": Stats(times[op], "s"),
+                         "MBps": Stats([size / s / 1e6 for s in times[op]], "MB/s"),
+                         "file_bytes": size})
+        path.unlink()
+    return rows

@@ -1,0 +1,661 @@
+"""Unit tests of labkit.storage (and its fio and PyTorch parts), with small sizes."""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+import os
+import shutil
+import sys
+from collections import namedtuple
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from labkit import storage, storage_fio
+from labkit.storage import KiB, MiB
+
+LINUX = sys.platform == "linux"
+HAVE_FIO = shutil.which("fio") is not None
+DiskUsage = namedtuple("DiskUsage", "total used free")
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """A scratch root inside pytest's tmp folder, also set as LABKIT_SCRATCH."""
+    r = tmp_path / "scratch"
+    monkeypatch.setenv("LABKIT_SCRATCH", str(r))
+    return r
+
+
+@pytest.fixture
+def no_fio(monkeypatch):
+    monkeypatch.setattr(storage_fio, "fio_path", lambda: None)
+    monkeypatch.setattr(storage, "fio_path", lambda: None)
+
+
+def _addr(buf) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+# --------------------------------------------------------------------------- scratch space
+
+
+def test_default_root_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path / "x"))
+    assert storage.default_scratch_root() == tmp_path / "x"
+    monkeypatch.delenv("LABKIT_SCRATCH")
+    repo = Path(storage.__file__).resolve().parent.parent
+    assert storage.default_scratch_root() == repo / ".scratch"
+
+
+def test_scratch_dir_removed_on_success(root):
+    with storage.scratch_dir(1 * MiB) as d:
+        assert d.parent == root and d.is_dir()
+        (d / "sub").mkdir()
+        (d / "sub" / "f").write_bytes(b"x" * 100)
+    assert not d.exists()
+    assert not root.exists()  # created by scratch_dir, empty, so removed too
+
+
+def test_scratch_dir_keeps_existing_root(root):
+    root.mkdir()
+    (root / "keep").write_text("mine")
+    with storage.scratch_dir(1 * MiB) as d:
+        storage.make_file(d / "f.bin", 64 * KiB)
+    assert sorted(p.name for p in root.iterdir()) == ["keep"]
+
+
+@pytest.mark.parametrize("exc", [ValueError, KeyboardInterrupt])
+def test_scratch_dir_removed_on_exception(root, exc):
+    with pytest.raises(exc):
+        with storage.scratch_dir(1 * MiB) as d:
+            storage.make_file(d / "f.bin", 256 * KiB)
+            raise exc("stop")
+    assert not d.exists()
+    assert not root.exists()
+
+
+def test_refuses_when_space_is_short(root, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: DiskUsage(10 * MiB, 9 * MiB, 1 * MiB))
+    with pytest.raises(RuntimeError, match="not enough free disk.*LABKIT_SCRATCH"):
+        with storage.scratch_dir(600 * KiB):
+            pytest.fail("must not get here")
+    assert not root.exists()  # nothing written
+
+
+def test_free_space_threshold_is_twice_the_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: DiskUsage(0, 0, 200))
+    assert storage.check_free_space(tmp_path / "not" / "yet", 100) == 200
+    with pytest.raises(RuntimeError, match="not enough free disk"):
+        storage.check_free_space(tmp_path, 101)
+    with pytest.raises(ValueError):
+        storage.check_free_space(tmp_path, -1)
+
+
+# --------------------------------------------------------------------------- buffers, cache
+
+
+def test_aligned_buffer_is_page_aligned():
+    buf = storage.aligned_buffer(1 * MiB)
+    try:
+        assert _addr(buf) % 4096 == 0 and len(buf) == 1 * MiB
+    finally:
+        buf.close()
+    with pytest.raises(ValueError):
+        storage.aligned_buffer(0)
+
+
+@pytest.mark.skipif(not LINUX, reason="page-cache control is Linux-only")
+def test_drop_and_warm_change_cached_fraction(root):
+    with storage.scratch_dir(8 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 4 * MiB)
+        storage.drop_file_cache(f)
+        cold = storage.cached_fraction(f)
+        storage.read_file(f, 1 * MiB, cache="warm")
+        warm = storage.cached_fraction(f)
+    assert cold is not None and cold < 0.2
+    assert warm > 0.95
+
+
+# --------------------------------------------------------------------------- sequential
+
+
+def test_write_and_read_counts_bytes(root):
+    with storage.scratch_dir(8 * MiB) as d:
+        w = storage.write_file(d / "f.bin", 3 * MiB + 4 * KiB, 1 * MiB)
+        assert w.nbytes == 3 * MiB + 4 * KiB and w.ops == 4 and w.seconds > 0
+        assert os.path.getsize(d / "f.bin") == w.nbytes
+        for cache, method in [("cold", "buffered"), ("warm", "auto"), ("cold", "auto")]:
+            r = storage.read_file(d / "f.bin", 1 * MiB, cache=cache, method=method)
+            assert r.nbytes == w.nbytes and r.MBps > 0
+        part = storage.read_file(d / "f.bin", 64 * KiB, cache="warm", limit_bytes=100 * KiB)
+        assert part.nbytes == 100 * KiB and part.ops == 2
+
+
+def test_write_file_data_is_incompressible(root):
+    with storage.scratch_dir(1 * MiB) as d:
+        storage.write_file(d / "f.bin", 256 * KiB, 64 * KiB)
+        data = (d / "f.bin").read_bytes()
+    import zlib
+
+    assert len(zlib.compress(data[:64 * KiB])) > 60 * KiB
+
+
+def test_direct_io_when_supported(root):
+    with storage.scratch_dir(4 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 2 * MiB)
+        if not storage.supports_direct_io(f):
+            pytest.skip("filesystem without O_DIRECT")
+        r = storage.read_file(f, 1 * MiB, cache="cold", method="direct")
+        assert r.nbytes == 2 * MiB and "O_DIRECT" in r.label
+        w = storage.write_file(d / "g.bin", 1 * MiB, 256 * KiB, direct=True)
+        assert w.nbytes == 1 * MiB
+        with pytest.raises(ValueError, match="4 KiB"):
+            storage.read_file(f, 1000, cache="cold", method="direct")
+
+
+def test_read_file_rejects_bad_options(root):
+    with storage.scratch_dir(1 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 64 * KiB)
+        with pytest.raises(ValueError, match="page cache"):
+            storage.read_file(f, cache="warm", method="direct")
+        with pytest.raises(ValueError):
+            storage.read_file(f, cache="lukewarm")
+        with pytest.raises(ValueError):
+            storage.read_file(f, 0)
+        with pytest.raises(ValueError):
+            storage.write_file(d / "g", 0)
+
+
+def test_sweep_block_sizes_rows(root, no_fio):
+    with storage.scratch_dir(4 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 2 * MiB)
+        rows = storage.sweep_block_sizes(f, [4 * KiB, 1 * MiB], repeats=2, min_bytes=256 * KiB,
+                                         max_ops=8, method="buffered")
+    assert [(r["block_size"], r["cache"]) for r in rows] == [
+        (4 * KiB, "cold"), (1 * MiB, "cold"), (4 * KiB, "warm"), (1 * MiB, "warm")]
+    assert all(r["source"] == "python" and len(r["MBps"].values) == 2 for r in rows)
+    assert rows[0]["bytes"] == 256 * KiB and rows[1]["bytes"] == 2 * MiB
+
+
+def test_bytes_for_block():
+    assert storage._bytes_for_block(4 * KiB, 1 * GiB_, 2048, 16 * MiB, None) == 16 * MiB
+    assert storage._bytes_for_block(1 * MiB, 256 * MiB, 2048, 16 * MiB, None) == 256 * MiB
+    assert storage._bytes_for_block(1 * MiB, 256 * MiB, 2048, 16 * MiB, 64 * MiB) == 64 * MiB
+
+
+GiB_ = storage.GiB
+
+
+# --------------------------------------------------------------------------- random reads
+
+
+def test_random_reads_iops_and_latency(root):
+    with storage.scratch_dir(2 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 1 * MiB)
+        r1 = storage.random_reads(f, ops=100, seed=1)
+        r2 = storage.random_reads(f, ops=101, threads=2, method="buffered", seed=1)
+        big = storage.random_reads(f, ops=300, seed=2)  # more reads than blocks: repeats
+    assert r1.ops == 100 and r1.threads == 1 and r1.iops > 0
+    assert set(r1.latencies_us) == {"p50", "p90", "p99", "p99.9", "mean"}
+    lat = r1.latencies_us
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"]
+    assert r2.ops == 101 and r2.threads == 2 and r2.method == "buffered"
+    assert big.ops == 300
+    assert "IOPS" in str(r1)
+
+
+def test_random_reads_rejects_bad_options(root):
+    with storage.scratch_dir(1 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 8 * KiB)
+        with pytest.raises(ValueError, match="one read per thread"):
+            storage.random_reads(f, ops=1, threads=2)
+        with pytest.raises(ValueError, match="smaller than one block"):
+            storage.random_reads(f, ops=1, block_size=16 * KiB)
+
+
+def test_percentiles_match_numpy():
+    np = pytest.importorskip("numpy")
+    xs = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
+    got = storage._percentiles(xs, (50, 90, 99.9))
+    assert got["p50"] == pytest.approx(np.percentile(xs, 50))
+    assert got["p90"] == pytest.approx(np.percentile(xs, 90))
+    assert got["p99.9"] == pytest.approx(np.percentile(xs, 99.9))
+
+
+# --------------------------------------------------------------------------- small files
+
+
+def test_small_files_vs_big(root):
+    with storage.scratch_dir(2 * MiB) as d:
+        paths, w = storage.make_small_files(d / "s", 120, 4 * KiB)
+        assert len(paths) == 120 and all(p.stat().st_size == 4 * KiB for p in paths)
+        assert len({p.parent for p in paths}) == 2  # 100 per sub-folder
+        assert w.nbytes == 120 * 4 * KiB and w.ops == 120
+        for cache in ("cold", "warm"):
+            for t in (1, 3):
+                r = storage.read_small_files(paths, cache=cache, threads=t)
+                assert r.nbytes == 120 * 4 * KiB and r.ops == 120
+        res = storage.small_vs_big(d / "sb", n_files=50, file_bytes=8 * KiB, threads=(1, 2),
+                                   caches=("cold",), repeats=1)
+    assert [(r["layout"], r["threads"]) for r in res["rows"]] == [
+        ("small files", 1), ("one big file", 1), ("small files", 2), ("one big file", 2)]
+    assert set(res["penalty"]) == {("cold", 1), ("cold", 2)}
+    assert res["write"]["big"].nbytes == 50 * 8 * KiB
+
+
+def test_read_big_file_threads_reads_everything(root):
+    with storage.scratch_dir(4 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 3 * MiB + 12 * KiB)
+        for cache in ("cold", "warm"):
+            r = storage.read_big_file(f, 256 * KiB, cache=cache, threads=3)
+            assert r.nbytes == 3 * MiB + 12 * KiB
+
+
+# --------------------------------------------------------------------------- fio
+
+
+def test_job_file_text():
+    text = storage_fio.job_file_text(
+        [{"name": "a", "filename": "/x:y", "bs": 4096, "direct": 1}], {"allow_file_create": 0})
+    assert text.splitlines() == ["[global]", "allow_file_create=0", "[a]", "stonewall",
+                                 "filename=/x\\:y", "bs=4096", "direct=1"]
+    with pytest.raises(ValueError):
+        storage_fio.job_file_text([{"filename": "/x"}])
+
+
+def test_jobs_match_python_patterns():
+    seq = storage_fio.seq_read_job("/f", 100, 1 * MiB, cache="cold", method="buffered")
+    assert (seq["direct"], seq["invalidate"], seq["iodepth"], seq["iomem_align"]) == (0, 1, 1, 4096)
+    warm = storage_fio.seq_read_job("/f", 100, 4096, cache="warm", method="buffered")
+    assert warm["invalidate"] == 0
+    with pytest.raises(ValueError):
+        storage_fio.seq_read_job("/f", 100, 4096, cache="warm", method="direct")
+    rnd = storage_fio.rand_read_job("/f", 1 * MiB, 1000, threads=4)
+    assert (rnd["numjobs"], rnd["io_size"], rnd["randrepeat"], rnd["direct"]) == (4, 250 * 4096,
+                                                                                   0, 1)
+
+
+def test_parse_fio_json():
+    doc = {"jobs": [{
+        "jobname": "seqread", "job options": {"bs": "1M"},
+        "read": {"io_bytes": 100_000_000, "bw_bytes": 500_000_000, "iops": 476.8,
+                 "runtime": 200, "lat_ns": {"mean": 2_000_000.0},
+                 "clat_ns": {"percentile": {"50.000000": 1_900_000, "99.900000": 5_000_000}}},
+        "write": {"io_bytes": 0}}]}
+    (r,) = storage_fio.parse_fio_json(doc)
+    assert r.name == "seqread" and r.MBps == 500.0 and r.seconds == 0.2
+    assert r.clat_percentiles_us == {"p50": 1900.0, "p99.9": 5000.0}
+    assert r.lat_mean_us == 2000.0 and r.options == {"bs": "1M"}
+
+
+def test_without_fio_returns_none_and_says_how_to_install(root, no_fio):
+    assert "apt-get install -y fio" in storage_fio.FIO_INSTALL_HINT
+    assert storage_fio.run_fio([{"name": "a", "filename": "/x"}], root) is None
+    with storage.scratch_dir(1 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 256 * KiB)
+        assert storage.fio_seq_read(f) is None and storage.fio_rand_read(f, ops=10) is None
+        c = storage.compare_seq_read(f, 64 * KiB, method="buffered", repeats=2)
+        r = storage.compare_rand_read(f, ops=20, repeats=1)
+    assert c.fio is None and c.ratio is None and len(c.python.values) == 2
+    assert "apt-get install" in c.message and "apt-get install" in str(c)
+    assert r.fio is None and "python_latency_us" in r.details
+
+
+@pytest.mark.skipif(not HAVE_FIO, reason="fio not installed")
+def test_fio_reference_on_the_same_file(root):
+    with storage.scratch_dir(8 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 4 * MiB)
+        c = storage.compare_seq_read(f, 1 * MiB, method="buffered", repeats=2)
+        w = storage.fio_seq_read(f, 256 * KiB, cache="warm")
+        r = storage.compare_rand_read(f, ops=200, threads=2, repeats=1)
+        leftovers = sorted(p.name for p in d.iterdir())
+    assert leftovers == ["f.bin"]  # fio's job and output files are removed
+    assert len(c.fio.values) == 2 and len(c.ratio.values) == 2 and c.ratio.median > 0
+    assert w.io_bytes == 4 * MiB and w.MBps > 0
+    assert r.fio.median > 0 and "fio_latency_us" in r.details
+
+
+def test_run_fio_reports_failure(tmp_path, monkeypatch):
+    fake = tmp_path / "fio"
+    fake.write_text("#!/bin/sh\necho 'fio: bad option' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(storage_fio, "fio_path", lambda: str(fake))
+    with pytest.raises(RuntimeError, match="bad option"):
+        storage_fio.run_fio([{"name": "a", "filename": "/x"}], tmp_path)
+    assert list(tmp_path.iterdir()) == [fake]
+
+
+# --------------------------------------------------------------------------- command line
+
+SMALL = ["--size", "4M", "--repeats", "1", "--rand-ops", "64", "--small-files", "40"]
+
+
+def _cli(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = storage.bench_storage_cli(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_json_has_exactly_the_keys(root):
+    code, out, err = _cli(["--json", *SMALL])
+    assert code == 0, err
+    doc = json.loads(out)
+    assert list(doc) == list(storage.BENCH_KEYS)
+    assert doc["file_bytes"] == 4 * MiB and doc["path"] == str(root)
+    assert doc["seq_read_MBps"] > 0 and doc["rand4k_iops"] > 0
+    assert doc["small_files_MBps"] > 0 and doc["big_file_MBps"] > 0
+    if HAVE_FIO:
+        assert doc["fio_seq_read_MBps"] > 0 and doc["seq_read_ratio"] > 0
+        assert doc["fio_rand4k_iops"] > 0 and doc["rand4k_ratio"] > 0
+    assert not root.exists()
+
+
+def test_cli_without_fio_prints_nulls_and_hint(root, no_fio):
+    code, out, err = _cli(["--json", "--path", str(root / "p"), *SMALL])
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["fio_seq_read_MBps"] is None and doc["seq_read_ratio"] is None
+    assert doc["fio_rand4k_iops"] is None and doc["rand4k_ratio"] is None
+    assert doc["path"] == str(root / "p")
+    assert "apt-get install -y fio" in err
+
+
+def test_cli_text_report(root, no_fio):
+    code, out, _ = _cli(SMALL)
+    assert code == 0 and "random 4 KiB reads" in out and "summary:" in out
+
+
+def test_cli_refuses_without_space(root, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: DiskUsage(10 * MiB, 9 * MiB, 1 * MiB))
+    code, out, err = _cli(["--json", *SMALL])
+    assert code == 1 and out == "" and "not enough free disk" in err
+
+
+def test_cli_bad_options():
+    assert _cli(["--size", "lots"])[0] == 2
+    assert _cli(["--size", "2G"])[0] == 2
+    assert _cli(["--size", "1M"])[0] == 1  # below 4 MiB
+    assert storage._parse_size("256MiB") == 256 * MiB and storage._parse_size("1g") == 1 << 30
+
+
+def test_benchmark_cleans_up_on_interrupt(root, monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "compare_rand_read", boom)
+    with pytest.raises(KeyboardInterrupt):
+        storage.run_benchmark(file_bytes=4 * MiB, repeats=1, n_files=10)
+    assert not root.exists()
+
+
+def test_dispatch_from_labkit_main(root, no_fio, capsys):
+    from labkit.__main__ import main
+
+    assert main(["bench", "storage", "--json", *SMALL]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == list(storage.BENCH_KEYS)
+
+
+def test_machine_context(tmp_path):
+    ctx = storage.machine_context(tmp_path)
+    assert ctx["cpus"] >= 1 and "fio" in ctx and ctx["path"] == str(tmp_path)
+
+
+# --------------------------------------------------------------------------- PyTorch parts
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("layout", ["files", "packed", "tar"])
+def test_samples_read_back_in_every_layout(root, layout):
+    with storage.scratch_dir(1 * MiB) as d:
+        s = storage.write_samples(d, 30, 1000, layout)
+        ds = storage.SampleDataset(s)
+        try:
+            assert len(ds) == 30 and s.total_bytes == 30_000
+            for i in (0, 17, 29):
+                x = ds[i]
+                assert x.dtype == torch.uint8 and x.shape == (1000,)
+                assert int.from_bytes(bytes(x[:8].tolist()), "little") == i
+        finally:
+            ds.close()
+
+
+def test_bench_dataloader_rows(root):
+    with storage.scratch_dir(1 * MiB) as d:
+        rows = storage.bench_dataloader(d, n_samples=64, sample_bytes=1 * KiB,
+                                        layouts=("files", "tar"), num_workers=(0, 1),
+                                        batch_size=16, latency_us=10)
+    assert [(r["layout"], r["num_workers"]) for r in rows] == [
+        ("files", 0), ("files", 1), ("tar", 0), ("tar", 1)]
+    assert all(r["samples_per_s"].median > 0 and r["MBps"].median > 0 for r in rows)
+    with pytest.raises(ValueError):
+        storage.bench_dataloader(root, layouts=("files",), cache="hot")
+
+
+def _tied_state_dict():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(64, 16)
+    head = torch.nn.Linear(16, 64, bias=False)
+    head.weight = emb.weight
+    model = torch.nn.ModuleDict({"emb": emb, "head": head, "mlp": torch.nn.Linear(16, 16)})
+    return model.state_dict()
+
+
+def test_checkpoint_round_trip_and_bench(root):
+    sd = _tied_state_dict()
+    assert storage.state_dict_bytes(sd) == (64 * 16 + 16 * 16 + 16) * 4  # tied counted once
+    with storage.scratch_dir(1 * MiB) as d:
+        for fmt in ("torch", "safetensors"):
+            storage.save_checkpoint(sd, d / f"c.{fmt}", fmt)
+            back = storage.load_checkpoint(d / f"c.{fmt}", fmt)
+            assert set(back) == set(sd)
+            assert all(torch.equal(back[k], sd[k]) for k in sd)
+        rows = storage.bench_checkpoint(sd, d / "b", repeats=2)
+        assert not (d / "b" / "ckpt.pt").exists()
+    assert [(r["format"], r["op"]) for r in rows] == [
+        ("torch", "save"), ("torch", "load"), ("torch", "load mmap"),
+        ("safetensors", "save"), ("safetensors", "load")]
+    assert all(len(r["seconds"].values) == 2 and r["file_bytes"] > 0 for r in rows)
+
+
+def test_checkpoint_rejects_bad_input(root):
+    with storage.scratch_dir(1 * MiB) as d:
+        with pytest.raises(ValueError, match="empty"):
+            storage.bench_checkpoint({}, d)
+        with pytest.raises(ValueError, match="tensors only"):
+            storage.save_checkpoint({"step": 3}, d / "c", "safetensors")
+        with pytest.raises(ValueError):
+            storage.save_checkpoint(_tied_state_dict(), d / "c", "pickle")
+
+
+# --------------------------------------------------------------------------- cited figures
+
+import re  # noqa: E402
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+TEXT_FIELDS = ("throughput", "scaling", "latency", "cost_class", "semantics")
+
+
+def test_every_cited_option_is_complete_and_sourced():
+    data = storage.storage_figures()
+    keys = [o["key"] for o in data["options"]]
+    assert set(keys) >= {"instance_store", "ebs_gp3", "ebs_io2", "efs", "fsx_lustre", "s3",
+                         "mountpoint_s3", "s3_express"}
+    assert len(keys) == len(set(keys))
+    for opt in data["options"]:
+        for field in ("name", "type", *TEXT_FIELDS, "sources"):
+            assert opt.get(field), f"{opt['key']}: missing {field}"
+        cited = set()
+        for src in opt["sources"]:
+            assert src["url"].startswith("https://"), src
+            assert src["title"].strip() and ISO_DATE.match(src["retrieved"]), src
+            for field in src["fields"]:
+                assert field in opt, f"{opt['key']}: source cites unknown field {field!r}"
+            cited.update(src["fields"])
+        numeric = {k for k, v in opt.items() if k != "sources" and v is not None
+                   and isinstance(v, (int, float, list)) and not isinstance(v, bool)}
+        assert numeric <= cited, f"{opt['key']}: uncited numbers {numeric - cited}"
+
+
+def test_storage_table_and_sources():
+    rows = storage.storage_table()
+    assert len(rows) == len(storage.storage_figures()["options"])
+    assert all(len(r) == len(storage.TABLE_COLUMNS) for r in rows)
+    assert all(r[2].startswith("https://") for r in storage.storage_sources())
+
+
+def test_storage_figures_errors(tmp_path):
+    with pytest.raises(RuntimeError, match="missing"):
+        storage.storage_figures(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(RuntimeError, match="not valid JSON"):
+        storage.storage_figures(tmp_path / "bad.json")
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="options"):
+        storage.storage_figures(tmp_path / "empty.json")
+    with pytest.raises(ValueError, match="known: instance_store"):
+        storage.storage_option("floppy")
+
+
+def test_fleet_load_seconds_bounds():
+    one = storage.fleet_load_seconds(140e9, 1, "fsx_lustre", client_Gbps=100)
+    assert one["bound"] == "client network" and one["seconds"] == pytest.approx(140e9 / 12.5e9)
+    many = storage.fleet_load_seconds(140e9, 32, "fsx_lustre", fsx_capacity_TiB=48)
+    assert many["bound"].startswith("shared") and many["per_pod_MBps"] == pytest.approx(1500)
+    gp3 = [storage.fleet_load_seconds(140e9, n, "ebs_gp3")["seconds"] for n in (1, 64)]
+    assert gp3[0] == gp3[1]  # one volume per Pod: no sharing
+    s3 = storage.fleet_load_seconds(140e9, 1, "s3", connections=10)
+    assert s3["bound"] == "parallel GETs" and s3["per_pod_MBps"] == pytest.approx(850)
+    assert storage.fleet_load_seconds(1e9, 1000, "s3")["bound"].startswith("shared request")
+    with pytest.raises(ValueError, match="fill it"):
+        storage.fleet_load_seconds(1e9, 1, "instance_store")
+    with pytest.raises(ValueError):
+        storage.fleet_load_seconds(0, 1, "s3")
+
+
+# --------------------------------------------------------------------------- patterns
+
+from labkit import storage_patterns as sp  # noqa: E402
+
+
+def test_ranged_get_reads_the_object_in_parallel(root):
+    with storage.scratch_dir(4 * MiB) as d:
+        f = storage.make_file(d / "obj.bin", 1 * MiB + 123)
+        with sp.LatencyServer([f], first_byte_ms=1, connection_MBps=None) as srv:
+            r = sp.ranged_get(srv.url("obj.bin"), 1 * MiB + 123, part_bytes=256 * KiB,
+                              concurrency=3)
+            assert r.nbytes == 1 * MiB + 123 and r.ops == 5 and srv.requests == 5
+            with pytest.raises(RuntimeError, match="416|HTTP|short read"):
+                sp.ranged_get(srv.url("obj.bin"), 4 * MiB, part_bytes=2 * MiB)
+            with pytest.raises(ValueError, match="not served"):
+                srv.url("other.bin")
+        with pytest.raises(RuntimeError, match="not running"):
+            srv.port
+
+
+def test_latency_and_bandwidth_are_injected(root):
+    with storage.scratch_dir(1 * MiB) as d:
+        f = storage.make_file(d / "obj.bin", 256 * KiB)
+        with sp.LatencyServer([f], first_byte_ms=50, connection_MBps=None) as srv:
+            r = sp.ranged_get(srv.url("obj.bin"), 256 * KiB, part_bytes=256 * KiB)
+        assert r.seconds >= 0.05
+        with sp.LatencyServer([f], first_byte_ms=0, connection_MBps=2.0) as srv:
+            r = sp.ranged_get(srv.url("obj.bin"), 256 * KiB, part_bytes=256 * KiB)
+        assert r.seconds >= 0.12  # 262 kB at 2 MB/s
+
+
+def test_background_uploader_and_simulated_training(root):
+    with storage.scratch_dir(1 * MiB) as d:
+        ckpt = storage.make_file(d / "ckpt.bin", 64 * KiB)
+        save = lambda step: ckpt  # noqa: E731
+        sync = sp.simulate_training(save, steps=4, step_s=0.0, every=2,
+                                    upload=lambda p: sp.throttled_copy(p, d / "up.bin", 2.0))
+        with sp.BackgroundUploader(d / "remote", MBps=2.0) as up:
+            asyn = sp.simulate_training(save, steps=4, step_s=0.0, every=2, uploader=up)
+            uploads = up.wait()
+        assert len(uploads) == 2 and (d / "remote" / "ckpt.bin").stat().st_size == 64 * KiB
+        assert sync["stall_seconds"] > 0.05 > asyn["stall_seconds"]
+        with pytest.raises(KeyboardInterrupt):
+            with sp.BackgroundUploader(d / "r2", MBps=0.5) as up:
+                up.submit(ckpt)
+                up.submit(ckpt)
+                raise KeyboardInterrupt
+        assert up._thread is None  # joined
+        with pytest.raises(ValueError):
+            sp.simulate_training(save, upload=print, uploader=up)
+
+
+# --------------------------------------------------------------------------- lab checks
+
+from labkit.check import storage as chk  # noqa: E402
+from labkit.storage import Stats  # noqa: E402
+
+
+def _sweep_rows():
+    rows = []
+    for cache, values in (("cold", [10, 50, 90, 100]), ("warm", [100, 900, 1000, 950])):
+        for bs, v in zip([4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB], values):
+            rows.append({"block_size": bs, "cache": cache, "source": "python",
+                         "MBps": Stats([v], "MB/s")})
+            rows.append({"block_size": bs, "cache": cache, "source": "fio",
+                         "MBps": Stats([v * 2], "MB/s")})
+    return rows
+
+
+def test_check_knee():
+    rows = _sweep_rows()
+    assert chk.reference_knee(rows, "cold", fraction=0.8) == 1 * MiB
+    assert chk.reference_knee(rows, "warm", fraction=0.8) == 64 * KiB
+    ok = chk.check_knee(lambda r, c, f: chk.reference_knee(r, c, fraction=f), rows)
+    assert "agrees" in ok
+    with pytest.raises(AssertionError, match="expected"):
+        chk.check_knee(lambda r, c, f: 4 * KiB, rows)
+    with pytest.raises(ValueError):
+        chk.reference_knee(rows, "lukewarm")
+
+
+def test_check_littles_law():
+    r = storage.RandomReadResult(ops=4000, block_size=4096, threads=4, seconds=0.1,
+                                 latencies_us={"p50": 90, "mean": 100.0})
+    assert r.iops == 40000
+    assert "40,000 IOPS" in chk.check_littles_law(40000, r)
+    with pytest.raises(AssertionError, match="Divide the number"):
+        chk.check_littles_law(10000, r)
+    slow = storage.RandomReadResult(ops=4000, block_size=4096, threads=4, seconds=1.0,
+                                    latencies_us={"mean": 100.0})
+    with pytest.raises(AssertionError, match="busy"):
+        chk.check_littles_law(40000, slow)
+
+
+def test_simple_checks(capsys):
+    assert "1.7 minutes" in chk.check_files_time(100.0, 1000, 10.0)
+    with pytest.raises(AssertionError, match="n_files / files_per_s"):
+        chk.check_files_time(50.0, 1000, 10.0)
+    assert chk.check_workers_needed(10, 2000, 5).startswith("10 workers")
+    with pytest.raises(AssertionError, match="ceil"):
+        chk.check_workers_needed(9, 2000, 5)
+    rows = [{"format": "torch", "op": "save", "seconds": Stats([0.01])},
+            {"format": "torch", "op": "load", "seconds": Stats([0.5])},
+            {"format": "safetensors", "op": "load", "seconds": Stats([0.2])}]
+    assert chk.check_fastest_load(("safetensors", "load"), rows).startswith("safetensors load")
+    with pytest.raises(AssertionError, match="fastest load"):
+        chk.check_fastest_load(("torch", "save"), rows)
+    est = storage.fleet_load_seconds(140e9, 32, "efs")["seconds"]
+    assert chk.check_fleet_estimate(est, 140e9, 32, "efs").startswith("140 GB")
+    with pytest.raises(AssertionError, match="aggregate"):
+        chk.check_fleet_estimate(est / 3, 140e9, 32, "efs")
+    assert capsys.readouterr().out.count("✔") == 4
+    from labkit.check import LabCheckError
+
+    with pytest.raises(LabCheckError):
+        chk.check_workers_needed(1, 2000, 5)
+
+
+def test_prediction_rows():
+    rows = chk.prediction_rows({"a": 10.0, "b": None}, {"a": 20.0, "b": 3.0, "c": None})
+    assert rows == [["a", 10.0, 20.0, "2x"], ["b", "-", 3.0, "-"], ["c", "-", "n/a", "-"]]
