@@ -99,14 +99,25 @@ class Table:
             return fmt.format(value)
         return str(value)
 
+    @staticmethod
+    def _html_cell(value: str) -> str:
+        import html
+
+        if value.startswith(("https://", "http://")) and " " not in value:
+            text = value.split("://", 1)[1]
+            text = text if len(text) <= 48 else text[:47] + "…"
+            return f'<a href="{html.escape(value)}">{html.escape(text)}</a>'
+        return html.escape(value)
+
     def _repr_html_(self) -> str:
         import html
 
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+        body = "".join("<tr>" + "".join(f"<td>{self._html_cell(v)}</td>" for v in row) + "</tr>"
                        for row in self.rows)
         cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
-        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        size = ' style="font-size: 0.85em"' if len(self.columns) > 5 else ""
+        return f"<table{size}>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def __repr__(self) -> str:
         widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)

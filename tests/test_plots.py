@@ -28,3 +28,11 @@ def test_table_renders_html_and_text():
     assert repr(t).splitlines()[0] == "cap"
     with pytest.raises(ValueError, match="cells"):
         plots.Table([[1]], ["a", "b"])
+
+
+def test_table_links_urls_and_shrinks_wide_tables():
+    url = "https://docs.aws.amazon.com/fsx/latest/LustreGuide/performance.html"
+    html = plots.Table([[url, 1, 2, 3, 4, 5]], list("abcdef"))._repr_html_()
+    assert f'<a href="{url}">docs.aws.amazon.com/fsx/latest/LustreGuide/perf…</a>' in html
+    assert 'font-size: 0.85em' in html
+    assert "font-size" not in plots.Table([["x"]], ["a"])._repr_html_()
