@@ -1,0 +1,94 @@
+"""Tests of labkit.decide: the decision guide reproduces the course's reference points."""
+
+from __future__ import annotations
+
+import pytest
+
+from labkit import capacity, catalog, decide
+
+
+def test_small_models_go_to_cpu():
+    rec = decide.recommend(0.5e9)
+    assert rec.accelerator == "CPU" and rec.instance is None and rec.size_band == "<1B"
+    assert "ONNX Runtime" in rec.library
+
+
+def test_7b_fp16_needs_one_24gb_gpu_not_four_to_eight():
+    rec = decide.recommend(7e9, dtype="fp16")
+    assert rec.devices_per_replica == 1 and rec.nodes_per_replica == 1
+    assert catalog.gpu_memory_gb(rec.accelerator) >= 24
+    assert 14 <= rec.memory_gb <= 17                  # 14 GB of weights + 20 %
+    assert rec.alternative.startswith("inf2")         # the AWS-silicon option, shown
+
+
+def test_kv_cache_can_change_the_instance():
+    short = decide.recommend(model="llama-3-8b", context=2048, batch=1)
+    long = decide.recommend(model="llama-3-8b", context=8192, batch=8)
+    assert long.memory_gb > short.memory_gb + 8
+    assert catalog.gpu_memory_gb(long.accelerator) > catalog.gpu_memory_gb(short.accelerator)
+
+
+def test_70b_needs_tensor_parallelism_on_one_node():
+    rec = decide.recommend(70e9)
+    assert rec.devices_per_replica >= 2 and rec.nodes_per_replica == 1
+    assert "tensor parallelism" in rec.library
+
+
+def test_405b_bf16_needs_a_whole_8_gpu_node_or_more():
+    rec = decide.recommend(405e9)
+    assert rec.devices_per_replica >= 8
+    fp8 = decide.recommend(405e9, dtype="fp8")
+    assert fp8.accelerator in ("H100", "H200") and fp8.devices_per_replica == 8
+
+
+def test_bf16_is_not_placed_on_gpus_without_bf16():
+    for dtype in ("bf16", "fp8"):
+        for name in decide.candidates("gpu", "inference", dtype):
+            assert catalog.instance(name)["accelerator"] not in ("T4", "V100-16GB", "V100-32GB")
+    assert "p3.2xlarge" in decide.candidates("gpu", "inference", "fp16")
+    assert decide.supports("H100", "fp8") and not decide.supports("A100-80GB", "fp8")
+
+
+def test_training_uses_16_bytes_per_parameter_and_shards():
+    small = decide.recommend(1e9, workload="training")
+    assert small.devices_per_replica == 1 and "data parallelism" in small.training
+    seven = decide.recommend(7e9, workload="training")
+    assert seven.memory_gb == pytest.approx(7 * 16 * 1.2)
+    assert seven.devices_per_replica >= 2 and "FSDP" in seven.training
+    big = decide.recommend(70e9, workload="training")
+    assert big.nodes_per_replica >= 2 and "EFA" in big.training
+    assert catalog.instance(big.instance)["efa"]
+    assert "Trainium" in big.alternative or "trn" in big.alternative
+
+
+def test_neuron_preference_and_storage_and_scaling():
+    rec = decide.recommend(7e9, prefer="neuron", pattern="batch")
+    assert rec.accelerator == "Inferentia2" and "Neuron" in rec.library
+    assert "Indexed Job" in rec.scaling and rec.alternative.startswith("g")
+    assert "init container" in decide.recommend(3e9).storage
+    assert "FSx for Lustre" in decide.recommend(405e9).storage
+    assert "requests in flight" in decide.recommend(7e9).scaling
+    assert "KEDA" in decide.recommend(7e9, pattern="streaming").scaling
+
+
+def test_prices_come_from_the_cited_list():
+    rec = decide.recommend(7e9, dtype="fp16")
+    assert rec.usd_per_hour == capacity.on_demand_price(rec.instance)["usd_per_hour"]
+    assert decide.recommend(405e9).usd_per_hour is None      # p5e: no cited price
+    rows = dict(decide.recommend(405e9).rows())
+    assert "no cited price" in rows["instance type"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"workload": "fine-tune"}, "workload"), ({"pattern": "cron"}, "pattern"),
+    ({"prefer": "tpu"}, "prefer"), ({}, "n_params"),
+])
+def test_bad_arguments_say_what_is_allowed(kwargs, match):
+    args = () if match == "n_params" else (7e9,)
+    with pytest.raises(ValueError, match=match):
+        decide.recommend(*args, **kwargs)
+
+
+def test_size_bands():
+    assert [decide.size_band(n) for n in (0.5e9, 7e9, 70e9, 405e9)] == \
+        ["<1B", "1–10B", "10–100B", ">100B"]
