@@ -1,0 +1,471 @@
+"""A decoder-only transformer written out in plain PyTorch, with a static KV cache.
+
+This is the network behind both of the course's language models (see :mod:`labkit.models`):
+
+- SmolLM2-135M-Instruct, whose Hugging Face (Llama) weights are loaded into it, and
+- the course's own tiny model, the same architecture at about 1/100 of the size.
+
+The architecture is Llama's: token embedding, ``n_layers`` blocks of
+RMSNorm -> grouped-query attention with rotary position embeddings (RoPE) -> residual,
+RMSNorm -> SwiGLU MLP -> residual, a final RMSNorm and a language-model head (tied to the
+embedding when ``tie_embeddings``).
+
+Two details exist only to make CPU decoding fast, and do not change the maths:
+
+- **Fused projections.** Q, K and V are one matrix (``wqkv``) and the MLP's gate and up
+  projections are one matrix (``w_gate_up``). At batch size 1 every projection is a
+  matrix-vector product that streams its weights from memory once; four bigger products per
+  layer stream faster than seven small ones and cost fewer Python calls.
+- **A static KV cache.** :class:`KVCache` preallocates the keys and values of every layer
+  for the whole generation. Each decode step writes one slot in place and attends over the
+  filled prefix, so the step allocates no cache memory and its tensor shapes are predictable.
+
+The forward pass of one decode step is :meth:`Decoder.forward` with ``T == 1`` and a cache;
+a prompt (prefill) is the same call with ``T`` tokens. Without a cache the whole sequence is
+recomputed, which is what "KV cache off" means in the course's measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Shape of a :class:`Decoder`.
+
+    Attributes:
+        vocab_size: number of token ids.
+        d_model: width of the residual stream.
+        n_layers: number of transformer blocks.
+        n_heads: query heads per block.
+        n_kv_heads: key/value heads per block (fewer than ``n_heads``: grouped-query attention).
+        d_ff: hidden width of the SwiGLU MLP.
+        max_seq_len: the context: the most tokens (prompt + generated) one sequence may hold.
+        rope_theta: base of the rotary position embedding's frequencies.
+        norm_eps: epsilon of RMSNorm.
+        tie_embeddings: whether the language-model head reuses the embedding matrix.
+    """
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    max_seq_len: int
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
+                     "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"DecoderConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"DecoderConfig: d_model ({self.d_model}) must be a multiple of "
+                             f"n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"DecoderConfig: n_heads ({self.n_heads}) must be a multiple of "
+                             f"n_kv_heads ({self.n_kv_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"DecoderConfig: head_dim ({self.head_dim}) must be even for RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head: ``d_model // n_heads``."""
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        """The config as a plain dict (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DecoderConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"DecoderConfig: unknown keys {sorted(unknown)}; "
+                             f"allowed: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_hf_llama(cls, hf: dict, max_seq_len: int | None = None) -> DecoderConfig:
+        """Map a Hugging Face ``LlamaConfig`` dict (``config.json``) to a DecoderConfig."""
+        rope = hf.get("rope_parameters") or {}
+        theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+        if rope.get("rope_type", "default") != "default" or hf.get("rope_scaling"):
+            raise ValueError("DecoderConfig.from_hf_llama: only the default RoPE is implemented; "
+                             f"got {rope or hf.get('rope_scaling')}")
+        n_heads = int(hf["num_attention_heads"])
+        d_model = int(hf["hidden_size"])
+        if int(hf.get("head_dim") or d_model // n_heads) != d_model // n_heads:
+            raise ValueError("DecoderConfig.from_hf_llama: head_dim must equal "
+                             "hidden_size / num_attention_heads")
+        return cls(vocab_size=int(hf["vocab_size"]), d_model=d_model,
+                   n_layers=int(hf["num_hidden_layers"]), n_heads=n_heads,
+                   n_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
+                   d_ff=int(hf["intermediate_size"]),
+                   max_seq_len=int(max_seq_len or hf["max_position_embeddings"]),
+                   rope_theta=float(theta), norm_eps=float(hf["rms_norm_eps"]),
+                   tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+
+
+class KVCache:
+    """Preallocated keys and values of every layer: ``[batch, n_kv_heads, capacity, head_dim]``.
+
+    ``length`` is how many positions are filled. A decode step writes position ``length`` in
+    place (no new memory) and then advances it. ``valid`` marks which positions hold real
+    tokens (left padding of a batch of prompts of different lengths is ``False``); it is
+    ``None`` when every position is real, which lets attention skip the mask entirely.
+    """
+
+    def __init__(self, config: DecoderConfig, batch_size: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device | str | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"KVCache: batch_size must be >= 1, got {batch_size}")
+        if not 1 <= capacity <= config.max_seq_len:
+            raise ValueError(f"KVCache: capacity must be between 1 and the context "
+                             f"({config.max_seq_len} tokens), got {capacity}")
+        shape = (batch_size, config.n_kv_heads, capacity, config.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device)
+                     for _ in range(config.n_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device)
+                       for _ in range(config.n_layers)]
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.length = 0
+        self.valid: torch.Tensor | None = None    # [batch, capacity] bool, or None
+        self._mask: torch.Tensor | None = None    # [batch, 1, 1, capacity] view of valid
+        #: the model's per-layer weights for Decoder.decode_step (set by Decoder.new_cache)
+        self.plan: list[tuple[torch.Tensor, ...]] | None = None
+
+    def set_padding(self, valid: torch.Tensor | None) -> None:
+        """Mark real tokens: ``valid`` is ``[batch, capacity]`` bool, or None if all are real."""
+        if valid is None:
+            self.valid, self._mask = None, None
+            return
+        if tuple(valid.shape) != (self.batch_size, self.capacity) or valid.dtype != torch.bool:
+            raise ValueError(f"KVCache.set_padding: expected a bool tensor of shape "
+                             f"({self.batch_size}, {self.capacity}), got {tuple(valid.shape)} "
+                             f"{valid.dtype}")
+        self.valid = valid
+        self._mask = valid.view(self.batch_size, 1, 1, self.capacity)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cache (keys and values of every layer)."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class Block(nn.Module):
+    """One transformer block: RMSNorm, attention with RoPE and GQA, RMSNorm, SwiGLU MLP."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        c = config
+        self.n_heads, self.n_kv, self.hd = c.n_heads, c.n_kv_heads, c.head_dim
+        self.d_ff, self.eps = c.d_ff, c.norm_eps
+        self.attn_norm = nn.Parameter(torch.ones(c.d_model))
+        self.wqkv = nn.Linear(c.d_model, (c.n_heads + 2 * c.n_kv_heads) * c.head_dim, bias=False)
+        self.wo = nn.Linear(c.d_model, c.d_model, bias=False)
+        self.mlp_norm = nn.Parameter(torch.ones(c.d_model))
+        self.w_gate_up = nn.Linear(c.d_model, 2 * c.d_ff, bias=False)
+        self.w_down = nn.Linear(c.d_ff, c.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
+                cache: KVCache | None, pos: int, attn_mask: torch.Tensor | None,
+                is_causal: bool) -> torch.Tensor:
+        B, T, D = x.shape
+        nh, nkv, hd = self.n_heads, self.n_kv, self.hd
+        h = _rms_norm(x, self.attn_norm, self.eps)
+        qkv = F.linear(h, self.wqkv.weight).view(B, T, nh + 2 * nkv, hd).transpose(1, 2)
+        qk = _rope(qkv[:, : nh + nkv], cos, sin)                  # [B, nh+nkv, T, hd]
+        q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]
+        if cache is not None:
+            end = pos + T
+            kc, vc = cache.keys[layer], cache.values[layer]
+            kc[:, :, pos:end].copy_(k)
+            vc[:, :, pos:end].copy_(v)
+            k, v = kc[:, :, :end], vc[:, :, :end]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                           enable_gqa=nkv != nh)
+        a = a.transpose(1, 2).reshape(B, T, D)
+        x = x + F.linear(a, self.wo.weight)
+        h = _rms_norm(x, self.mlp_norm, self.eps)
+        gu = F.linear(h, self.w_gate_up.weight)
+        g = F.silu(gu[..., : self.d_ff])
+        g = g.mul_(gu[..., self.d_ff:])
+        return x + F.linear(g, self.w_down.weight)
+
+
+class Decoder(nn.Module):
+    """The decoder-only transformer; see the module docstring.
+
+    ``forward(tokens, cache=None)`` returns logits ``[B, T, vocab]`` (or ``[B, 1, vocab]`` for
+    the last position only with ``last_only=True``). With a :class:`KVCache` it appends the
+    ``T`` new positions to the cache and attends over everything cached so far.
+    """
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = nn.Parameter(torch.ones(config.d_model))
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        # Explicit device: the tables stay real even when the model is built on "meta" to be
+        # filled by load_state_dict(assign=True).
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta,
+                               device="cpu")
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    # -- sizes -------------------------------------------------------------------------------
+    def num_params(self) -> int:
+        """Parameters, counting a tied embedding/head matrix once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def streamed_params_per_token(self) -> int:
+        """Parameters read from memory for each decoded token: every matrix multiplied by the
+        token's vector (all projections and the language-model head). The embedding only
+        contributes one row per token and the norms are tiny, so neither is counted."""
+        per_layer = sum(m.weight.numel() for m in (self.layers[0].wqkv, self.layers[0].wo,
+                                                   self.layers[0].w_gate_up,
+                                                   self.layers[0].w_down))
+        return per_layer * len(self.layers) + self.lm_head.weight.numel()
+
+    def new_cache(self, batch_size: int, capacity: int) -> KVCache:
+        """A zeroed :class:`KVCache` for ``batch_size`` sequences of up to ``capacity`` tokens,
+        in this model's dtype and device."""
+        p = self.embed.weight
+        cache = KVCache(self.config, batch_size, capacity, p.dtype, p.device)
+        cache.plan = self.decode_plan()
+        return cache
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *,
+                valid: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits for ``tokens`` (``[B, T]`` int64).
+
+        Args:
+            tokens: token ids, ``[B, T]``.
+            cache: a :class:`KVCache` to append to (decode), or None to process ``tokens`` as a
+                whole sequence from position 0 (training, or decoding without a cache).
+            valid: without a cache, ``[B, T]`` bool marking real (not padding) tokens; with a
+                cache, padding is taken from ``cache.valid``.
+            last_only: return the logits of the last position only (what generation needs;
+                saves the big ``lm_head`` product on every prompt token).
+        """
+        if tokens.dim() != 2:
+            raise ValueError(f"Decoder.forward: tokens must be [batch, time], got shape "
+                             f"{tuple(tokens.shape)}")
+        B, T = tokens.shape
+        pos = cache.length if cache is not None else 0
+        end = pos + T
+        limit = cache.capacity if cache is not None else self.config.max_seq_len
+        if end > limit:
+            raise ValueError(f"Decoder.forward: {end} positions exceed the "
+                             f"{'cache capacity' if cache is not None else 'context'} of "
+                             f"{limit} tokens")
+        cos, sin = self.rope_cos[pos:end], self.rope_sin[pos:end]
+        attn_mask, is_causal = self._attention_mask(B, T, pos, cache, valid)
+        x = self.embed(tokens)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, i, cache, pos, attn_mask, is_causal)
+        if last_only:
+            x = x[:, -1:]
+        x = _rms_norm(x, self.norm, self.config.norm_eps)
+        if cache is not None:
+            cache.length = end
+        return F.linear(x, self.lm_head.weight)
+
+    @torch.inference_mode()
+    def decode_step(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One decode step: logits ``[B, vocab]`` of the next token after ``tokens`` (``[B, 1]``).
+
+        The same maths as ``forward(tokens, cache)`` for ``T == 1``, written for speed: every
+        weight is used through a plain matrix product on a 2-D ``[B, d]`` activation, the
+        residual additions are fused into those products (``addmm``), K and V are written into
+        their preallocated cache slot in place, and no nn.Module call overhead is paid. At
+        batch size 1 nearly all of the time is the products streaming the weights from memory.
+        """
+        B = tokens.shape[0]
+        c = self.config
+        nh, nkv, hd, ff, eps = c.n_heads, c.n_kv_heads, c.head_dim, c.d_ff, c.norm_eps
+        pos = cache.length
+        if pos + 1 > cache.capacity:
+            raise ValueError(f"Decoder.decode_step: the cache holds {cache.capacity} tokens and "
+                             "is full; allocate a bigger cache with new_cache()")
+        end = pos + 1
+        plan = cache.plan if cache.plan is not None else self.decode_plan()
+        cos, sin = self.rope_cos[pos], self.rope_sin[pos]
+        mask = cache._mask[..., :end] if cache._mask is not None else None
+        gqa = nkv != nh
+        x = F.embedding(tokens.view(B), self.embed.weight)            # [B, d]
+        for (attn_norm, wqkv, wo, mlp_norm, w_gate_up, w_down), kc, vc in zip(
+                plan, cache.keys, cache.values, strict=True):
+            h = _rms_norm(x, attn_norm, eps)
+            qkv = torch.mm(h, wqkv).view(B, nh + 2 * nkv, 1, hd)
+            qk = _rope(qkv[:, : nh + nkv], cos, sin)
+            kc[:, :, pos:end].copy_(qk[:, nh:])
+            vc[:, :, pos:end].copy_(qkv[:, nh + nkv:])
+            a = F.scaled_dot_product_attention(qk[:, :nh], kc[:, :, :end], vc[:, :, :end],
+                                               attn_mask=mask, enable_gqa=gqa)
+            x = torch.addmm(x, a.view(B, nh * hd), wo)
+            h = _rms_norm(x, mlp_norm, eps)
+            gu = torch.mm(h, w_gate_up)
+            g = F.silu(gu[:, :ff]).mul_(gu[:, ff:])
+            x = torch.addmm(x, g, w_down)
+        cache.length = end
+        x = _rms_norm(x, self.norm, eps)
+        return torch.mm(x, self.lm_head.weight.t())
+
+    def decode_plan(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per layer, the tensors :meth:`decode_step` multiplies by, as plain tensors:
+        ``(attn_norm, wqkv^T, wo^T, mlp_norm, w_gate_up^T, w_down^T)`` (the ``^T`` are views,
+        no copies). Looking them up once per generation instead of through ``nn.Module``
+        attributes at every step saves about 1 ms per SmolLM2 token (4 %)."""
+        return [(layer.attn_norm, layer.wqkv.weight.t(), layer.wo.weight.t(), layer.mlp_norm,
+                 layer.w_gate_up.weight.t(), layer.w_down.weight.t()) for layer in self.layers]
+
+    @torch.no_grad()
+    def to_decode_layout(self) -> Decoder:
+        """Store each wide weight matrix column-major, which makes batch-1 decoding faster.
+
+        A decode step multiplies a single vector by every weight matrix ``W`` (``[out, in]``).
+        The BLAS kernel streams ``W`` fastest when its contiguous rows are long: for ``out >=
+        in`` that means storing ``W`` transposed (``W.t().contiguous().t()``: same values,
+        same shape, other memory order). Measured on the course machine (1 thread, weights in
+        DRAM): SmolLM2's MLP gate/up matrix ``[3072, 576]`` streams at about 22 GB/s this way
+        against 11 GB/s row-major, and the ``[49152, 576]`` head at 24 against 11. Matrices with
+        ``out < in`` (the MLP's down projection) are faster row-major and stay as they are.
+        Returns the model itself. Training is unaffected, but do it after training.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                w = module.weight
+                out_features, in_features = w.shape
+                if out_features >= in_features and w.stride() != (1, out_features):
+                    w.data = w.data.t().contiguous().t()
+        return self
+
+    @staticmethod
+    def _attention_mask(B: int, T: int, pos: int, cache: KVCache | None,
+                        valid: torch.Tensor | None) -> tuple[torch.Tensor | None, bool]:
+        """The attention mask for ``T`` new queries at positions ``pos..pos+T-1``.
+
+        Returns ``(mask, is_causal)``. The fast paths need no mask tensor at all: one decode
+        step without padding (a query sees every cached key), or a whole unpadded sequence
+        from position 0 (``is_causal``). Otherwise a bool mask ``[B, 1, T, pos+T]`` lets each
+        query see earlier real tokens, and itself (so padding queries never see nothing).
+        """
+        end = pos + T
+        if cache is not None:
+            valid = cache.valid[:, :end] if cache.valid is not None else None
+        if valid is None:
+            if T == 1:
+                return None, False
+            if pos == 0:
+                return None, True
+        device = cache.keys[0].device if cache is not None else None
+        q_pos = torch.arange(pos, end, device=device).view(T, 1)
+        k_pos = torch.arange(end, device=device).view(1, end)
+        mask = (k_pos <= q_pos).view(1, 1, T, end)
+        if valid is not None:
+            mask = mask & (valid.view(B, 1, 1, end) | (k_pos == q_pos).view(1, 1, T, end))
+        return mask, False
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables ``[max_seq_len, head_dim]`` of RoPE, in Llama's "halves" layout
+    (dimension ``i`` and ``i + head_dim/2`` rotate together), computed in float64."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
+    inv_freq = 1.0 / (theta ** exponents)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64, device=device), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` (``[B, H, T, hd]``) by position: ``x*cos + rotate_half(x)*sin``."""
+    half = x.shape[-1] // 2
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1.0)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return out
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm as Llama computes it: in float32, then back to the input's dtype, then scaled."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    h = F.rms_norm(x.float(), (x.shape[-1],), None, eps)
+    return weight * h.to(x.dtype)
+
+
+def init_weights(model: Decoder, seed: int = 0) -> Decoder:
+    """Initialise ``model`` for training from scratch: normal(0, 0.02) matrices, the output
+    projections of each block scaled by ``1/sqrt(2 * n_layers)`` (GPT-2's rule), norms at 1."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = 1.0 / math.sqrt(2 * model.config.n_layers)
+    with torch.no_grad():
+        model.embed.weight.normal_(0.0, 0.02, generator=gen)
+        if not model.config.tie_embeddings:
+            model.lm_head.weight.normal_(0.0, 0.02, generator=gen)
+        for layer in model.layers:
+            for lin in (layer.wqkv, layer.w_gate_up):
+                lin.weight.normal_(0.0, 0.02, generator=gen)
+            for lin in (layer.wo, layer.w_down):
+                lin.weight.normal_(0.0, 0.02 * scale, generator=gen)
+            layer.attn_norm.fill_(1.0)
+            layer.mlp_norm.fill_(1.0)
+        model.norm.fill_(1.0)
+    return model
+
+
+def hf_llama_to_decoder_state(hf_state: dict[str, torch.Tensor], config: DecoderConfig
+                              ) -> dict[str, torch.Tensor]:
+    """Rename and fuse a Hugging Face Llama state dict into :class:`Decoder`'s layout.
+
+    Q, K and V are concatenated into ``wqkv`` and gate/up into ``w_gate_up`` (row-wise, so
+    the product of the fused matrix is the products of the parts, one after the other).
+    Every returned tensor owns its memory (copies, never views of ``hf_state``), so a state
+    read from a memory-mapped file does not keep reading from that file.
+    """
+    def get(name: str) -> torch.Tensor:
+        for key in (name, "model." + name):
+            if key in hf_state:
+                return hf_state[key].clone()
+        raise ValueError(f"hf_llama_to_decoder_state: weight {name!r} missing from the "
+                         f"Hugging Face state dict")
+
+    out = {"embed.weight": get("embed_tokens.weight"), "norm": get("norm.weight")}
+    for i in range(config.n_layers):
+        p = f"layers.{i}."
+        out[p + "attn_norm"] = get(p + "input_layernorm.weight")
+        out[p + "mlp_norm"] = get(p + "post_attention_layernorm.weight")
+        out[p + "wqkv.weight"] = torch.cat([get(p + f"self_attn.{n}_proj.weight")
+                                            for n in ("q", "k", "v")], dim=0)
+        out[p + "wo.weight"] = get(p + "self_attn.o_proj.weight")
+        out[p + "w_gate_up.weight"] = torch.cat([get(p + "mlp.gate_proj.weight"),
+                                                 get(p + "mlp.up_proj.weight")], dim=0)
+        out[p + "w_down.weight"] = get(p + "mlp.down_proj.weight")
+    if config.tie_embeddings:
+        out["lm_head.weight"] = out["embed.weight"]
+    elif "lm_head.weight" in hf_state:
+        out["lm_head.weight"] = hf_state["lm_head.weight"]
+    else:
+        raise ValueError("hf_llama_to_decoder_state: untied model without lm_head.weight")
+    return out

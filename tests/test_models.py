@@ -1,0 +1,473 @@
+"""Unit tests of labkit.decoder and labkit.models (the course's language models).
+
+The SmolLM2 tests share one loaded copy (module fixtures). On a fresh clone the first of
+them dequantizes the GGUF file into .cache/labkit/ (about 30 s, once); afterwards the whole
+file takes about 20-30 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from labkit import models
+from labkit.decoder import Decoder, DecoderConfig, KVCache, hf_llama_to_decoder_state, init_weights
+from labkit.models import (
+    BENCH_KEYS,
+    DATA_DIR,
+    GenerationTimings,
+    bench_decode_cli,
+    load_model,
+    load_smollm2,
+    load_tiny_gpt,
+    torch_dtype,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = DecoderConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
+                      max_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_tiny_gpt()
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return load_smollm2()
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    torch.manual_seed(0)
+    return init_weights(Decoder(SMALL), seed=1).eval()
+
+
+# ------------------------------------------------------------------------------------------
+# the decoder
+# ------------------------------------------------------------------------------------------
+def test_config_validation():
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        DecoderConfig(vocab_size=10, d_model=30, n_layers=1, n_heads=4, n_kv_heads=2, d_ff=8,
+                      max_seq_len=8)
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        DecoderConfig(vocab_size=10, d_model=32, n_layers=1, n_heads=4, n_kv_heads=3, d_ff=8,
+                      max_seq_len=8)
+    with pytest.raises(ValueError, match="positive integer"):
+        DecoderConfig(vocab_size=0, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2, d_ff=8,
+                      max_seq_len=8)
+    with pytest.raises(ValueError, match="unknown keys"):
+        DecoderConfig.from_dict({**SMALL.to_dict(), "dropout": 0.1})
+    assert DecoderConfig.from_dict(SMALL.to_dict()) == SMALL
+
+
+def test_forward_shapes(small_net):
+    tokens = torch.randint(0, SMALL.vocab_size, (3, 10))
+    with torch.inference_mode():
+        assert small_net(tokens).shape == (3, 10, SMALL.vocab_size)
+        assert small_net(tokens, last_only=True).shape == (3, 1, SMALL.vocab_size)
+        cache = small_net.new_cache(3, 12)
+        small_net(tokens, cache)
+        assert cache.length == 10
+        assert small_net.decode_step(tokens[:, :1], cache).shape == (3, SMALL.vocab_size)
+        with pytest.raises(ValueError, match="cache capacity"):
+            small_net(tokens, cache)
+    with pytest.raises(ValueError, match="batch, time"):
+        small_net(torch.zeros(4, dtype=torch.long))
+
+
+def test_decode_step_matches_full_forward(small_net):
+    tokens = torch.randint(0, SMALL.vocab_size, (2, 12))
+    with torch.inference_mode():
+        full = small_net(tokens)
+        cache = small_net.new_cache(2, 12)
+        steps = [small_net(tokens[:, :5], cache)]
+        for t in range(5, 12):
+            steps.append(small_net.decode_step(tokens[:, t:t + 1], cache).unsqueeze(1))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_layout_keeps_the_maths(small_net):
+    net = init_weights(Decoder(SMALL), seed=2).eval()
+    tokens = torch.randint(0, SMALL.vocab_size, (1, 9))
+    with torch.inference_mode():
+        before = net(tokens)
+        net.to_decode_layout()
+        after = net(tokens)
+    gate_up = net.layers[0].w_gate_up.weight
+    assert gate_up.stride() == (1, gate_up.shape[0])        # stored column-major
+    assert net.layers[0].w_down.weight.is_contiguous()      # out < in: left row-major
+    assert net.lm_head.weight is net.embed.weight           # still tied
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_bytes_and_capacity(small_net):
+    cache = small_net.new_cache(2, 16)
+    expected = 2 * SMALL.n_layers * 2 * SMALL.n_kv_heads * 16 * SMALL.head_dim * 4
+    assert cache.nbytes == expected
+    with pytest.raises(ValueError, match="capacity"):
+        KVCache(SMALL, 1, SMALL.max_seq_len + 1, torch.float32)
+
+
+def test_matches_hugging_face_llama_on_a_random_model():
+    """Our decoder on HF weights reproduces HF's LlamaForCausalLM (small random config)."""
+    transformers = pytest.importorskip("transformers")
+    hf_config = transformers.LlamaConfig(
+        vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        rms_norm_eps=1e-5, tie_word_embeddings=True, rope_theta=500.0)
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    config = DecoderConfig.from_hf_llama(hf_config.to_dict())
+    net = Decoder(config)
+    net.load_state_dict(hf_llama_to_decoder_state(hf.state_dict(), config))
+    net.eval().to_decode_layout()
+    tokens = torch.randint(0, 97, (2, 11))
+    with torch.inference_mode():
+        torch.testing.assert_close(net(tokens), hf(tokens).logits, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------
+# the models
+# ------------------------------------------------------------------------------------------
+def test_tiny_checkpoint_is_committed_and_small():
+    weights = DATA_DIR / "tiny_gpt.safetensors"
+    assert weights.stat().st_size <= 5 * 10**6
+    meta = json.loads((DATA_DIR / "tiny_gpt.json").read_text())
+    assert "scripts/train_tiny_model.py" in meta["training"]["command"]
+    assert meta["params"] <= 5 * 10**6
+    rows = (DATA_DIR / "tiny_gpt_loss.csv").read_text().splitlines()
+    assert rows[0] == "step,elapsed_s,lr,train_loss,val_loss"
+    assert len(rows) == meta["training"]["steps"] + 2
+    # the training loss fell far below the loss of a uniform guess, ln(vocab)
+    assert meta["training"]["final_train_loss_mean_last_20"] < 0.5 * math.log(1024)
+
+
+def test_tiny_gpt_loads(tiny):
+    assert tiny.name == "tiny-gpt"
+    assert 0.5e6 < tiny.n_params < 5e6
+    assert tiny.context_length == 256
+    assert tiny.weight_bytes_per_token == 4 * tiny.streamed_params
+    text = tiny.generate("A pod is", 12).text
+    assert isinstance(text, str) and text
+
+
+def test_greedy_is_deterministic_and_kv_cache_does_not_change_it(tiny):
+    prompt = "The scheduler decides"
+    on = tiny.generate(prompt, 24, kv_cache=True, stop_at_eos=False)
+    off = tiny.generate(prompt, 24, kv_cache=False, stop_at_eos=False)
+    again = tiny.generate(prompt, 24, stop_at_eos=False)
+    assert on.token_ids == off.token_ids == again.token_ids
+    assert len(on.token_ids[0]) == 24
+
+
+def test_a_batch_gives_the_same_text_as_single_prompts(tiny):
+    prompts = ["A pod is", "Training and inference run the same model but"]
+    batch = tiny.generate(prompts, 16, stop_at_eos=False)
+    singles = [tiny.generate(p, 16, stop_at_eos=False) for p in prompts]
+    assert batch.token_ids == tuple(s.token_ids[0] for s in singles)
+    no_cache = tiny.generate(prompts, 16, stop_at_eos=False, kv_cache=False)
+    assert no_cache.token_ids == batch.token_ids
+    assert batch.timings.batch_size == 2
+    assert batch.timings.prompt_tokens == max(len(tiny.encode(p)) for p in prompts)
+
+
+def test_sampling_is_seeded(tiny):
+    a = tiny.generate("GPU nodes", 20, temperature=0.9, seed=7, stop_at_eos=False)
+    b = tiny.generate("GPU nodes", 20, temperature=0.9, seed=7, stop_at_eos=False)
+    c = tiny.generate("GPU nodes", 20, temperature=0.9, top_k=5, seed=8, stop_at_eos=False)
+    assert a.token_ids == b.token_ids
+    assert all(0 <= t < tiny.config.vocab_size for t in c.token_ids[0])
+
+
+def test_timings_fields(tiny):
+    g = tiny.generate("A node", 10, stop_at_eos=False, threads=1)
+    t = g.timings
+    assert isinstance(t, GenerationTimings)
+    assert t.new_tokens == 10 and len(t.step_s) == 9 and t.threads == 1
+    assert t.ttft_s > 0 and t.tpot_s > 0 and t.total_s >= t.ttft_s
+    assert t.decode_tok_s == pytest.approx(9 / sum(t.step_s))
+    assert t.tokens_per_s == pytest.approx(10 / t.total_s)
+    assert t.positions == tuple(range(t.prompt_tokens, t.prompt_tokens + 9))
+    assert set(t.as_dict()) >= {"ttft_s", "tpot_s", "decode_tok_s", "tokens_per_s", "step_s"}
+    assert "time to first token" in str(t)
+    one = tiny.generate("A node", 1).timings
+    assert one.step_s == () and math.isnan(one.tpot_s)
+
+
+def test_streaming(tiny):
+    seen = []
+    g = tiny.generate("Object storage", 15, stop_at_eos=False,
+                      on_token=lambda step, ids: seen.append((step, ids)))
+    assert [s for s, _ in seen] == list(range(15))
+    assert [ids[0] for _, ids in seen] == list(g.token_ids[0])
+    stream = tiny.stream("Object storage", 15, stop_at_eos=False)
+    pieces = list(stream)
+    assert "".join(pieces) == g.text == stream.text
+    assert stream.timings.new_tokens == 15
+    with pytest.raises(ValueError, match="unknown options"):
+        list(tiny.stream("x", 3, tempreature=1.0))
+
+
+def test_streaming_leaves_the_callers_settings_alone(tiny):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        for _ in tiny.stream("A pod", 5, threads=1, stop_at_eos=False):
+            seen.append((torch.is_inference_mode_enabled(), torch.get_num_threads()))
+        assert seen and all(s == (False, 2) for s in seen)
+        assert torch.get_num_threads() == 2
+        steps = []
+        tiny.generate("A pod", 3, threads=1, stop_at_eos=False,
+                      on_token=lambda step, ids: steps.append(torch.get_num_threads()))
+        assert steps == [2, 2, 2]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bad_input_raises_value_error_naming_the_limit(tiny):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        tiny.generate("A pod", 0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        tiny.generate("A pod", -3)
+    long_prompt = "pods and nodes " * 200
+    with pytest.raises(ValueError, match="context of tiny-gpt \\(256 tokens\\)"):
+        tiny.generate(long_prompt, 5)
+    n = len(tiny.encode("A pod is"))
+    with pytest.raises(ValueError, match=f"at most {256 - n}"):
+        tiny.generate("A pod is", 256)
+    with pytest.raises(ValueError, match="empty"):
+        tiny.generate("", 5)
+    with pytest.raises(ValueError, match="temperature"):
+        tiny.generate("A pod", 5, temperature=-1)
+    with pytest.raises(ValueError, match="top_k"):
+        tiny.generate("A pod", 5, temperature=1.0, top_k=0)
+    with pytest.raises(ValueError, match="prompts"):
+        tiny.generate([], 5)
+    with pytest.raises(ValueError, match="not a chat model"):
+        tiny.chat_prompt("hi")
+    with pytest.raises(ValueError, match="fp32, bf16, fp16"):
+        load_tiny_gpt("int8")
+    with pytest.raises(ValueError, match="fp32, bf16, fp16"):
+        torch_dtype("float64")
+    with pytest.raises(ValueError, match="smollm2, tiny-gpt"):
+        load_model("gpt-5")
+    with pytest.raises(ValueError, match="threads"):
+        tiny.generate("A pod", 2, threads=0)
+
+
+def test_tiny_in_bf16(tiny):
+    bf = load_tiny_gpt("bf16")
+    assert bf.net.embed.weight.dtype == torch.bfloat16
+    assert bf.weight_bytes_per_token == tiny.weight_bytes_per_token / 2
+    diff = (bf.logits("A pod is a") - tiny.logits("A pod is a")).abs().max()
+    assert diff < 0.5
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    assert models.cache_dir() == tmp_path.resolve()
+    assert models.smollm2_dir().parent == tmp_path.resolve()
+    monkeypatch.delenv("LABKIT_CACHE")
+    assert models.cache_dir() == REPO / ".cache" / "labkit"
+
+
+# ------------------------------------------------------------------------------------------
+# SmolLM2
+# ------------------------------------------------------------------------------------------
+def test_smollm2_shape_and_bytes(smol):
+    c = smol.config
+    assert (c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.vocab_size) == (30, 576, 9, 3, 49152)
+    assert smol.n_params == 134_515_008
+    assert smol.streamed_params == 134_479_872
+    assert smol.weight_bytes_per_token == 4 * 134_479_872
+    assert "Q4_1" in smol.source
+
+
+def test_smollm2_matches_hugging_face(smol):
+    """Our Llama forward on SmolLM2's weights gives HF's logits, and the same greedy text."""
+    hf = models.load_smollm2_hf()
+    prompt = smol.chat_prompt("What is a Kubernetes pod?")
+    ids = smol.encode(prompt)
+    with torch.inference_mode(), models.num_threads(1):
+        ref = hf(torch.tensor([ids])).logits[0]
+        ref_new = hf.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)
+    ours = smol.logits(ids)
+    assert (ours - ref).abs().max().item() < 2e-3          # logits are up to ~40
+    assert torch.equal(ours.argmax(-1), ref.argmax(-1))
+    gen = smol.generate(prompt, 6, stop_at_eos=False, threads=1)
+    assert list(gen.token_ids[0]) == ref_new[0, len(ids):].tolist()
+    hf_speed = models.time_hf_generate(hf, smol.tokenizer, new_tokens=3, repeats=1)
+    assert hf_speed["decode_tok_s"] > 0 and hf_speed["threads"] == 1
+
+
+def test_smollm2_chat_and_cache(smol):
+    prompt = smol.chat_prompt("What is the capital of France?")
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    template = (models.smollm2_dir() / "chat_template.jinja")
+    if template.exists():
+        assert "<|im_start|>" in template.read_text()
+    on = smol.generate(prompt, 8, threads=1)
+    off = smol.generate(prompt, 8, kv_cache=False, threads=1)
+    assert on.token_ids == off.token_ids
+    assert "Paris" in on.text
+
+
+def test_bench_cli_prints_exactly_the_keys(capsys, smol):
+    assert bench_decode_cli(["--tokens", "3", "--repeats", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert tuple(out) == BENCH_KEYS
+    assert out["model"] == "smollm2" and out["dtype"] == "fp32"
+    assert out["weight_bytes"] == 4 * 134_479_872 and out["params"] == 134_515_008
+    assert out["bandwidth_GBps"] > 0 and out["decode_tok_s"] > 0
+    assert out["roofline_tok_s"] == pytest.approx(
+        out["bandwidth_GBps"] * 1e9 / out["weight_bytes"], rel=1e-3)
+    assert out["pct_roofline"] == pytest.approx(
+        100 * out["decode_tok_s"] / out["roofline_tok_s"], abs=0.1)
+
+
+def test_bench_cli_through_python_m_labkit():
+    proc = subprocess.run(
+        [sys.executable, "-m", "labkit", "bench", "decode", "--model", "tiny-gpt", "--tokens",
+         "4", "--repeats", "1", "--batch-size", "2", "--no-kv-cache", "--json"],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert tuple(out) == BENCH_KEYS and out["model"] == "tiny-gpt"
+
+
+def test_bench_cli_rejects_bad_options(capsys):
+    for argv, message in ((["--tokens", "1"], "--tokens must be >= 2"),
+                          (["--batch-size", "0"], "--batch-size must be >= 1"),
+                          (["--dtype", "int8"], "invalid choice")):
+        with pytest.raises(SystemExit) as stop:
+            bench_decode_cli(argv)
+        assert stop.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_gemv_bandwidth_probe():
+    bw = models.measure_gemv_bandwidth(size_mib=64, repeats=2, threads=1)
+    assert bw["threads"] == 1 and bw["bytes"] == 64 * 2**20
+    assert 0.5 < bw["worst_GBps"] <= bw["median_GBps"] <= bw["best_GBps"] < 1000
+    with pytest.raises(ValueError, match="size_mib"):
+        models.measure_gemv_bandwidth(size_mib=1)
+
+
+# ------------------------------------------------------------------------------------------
+# labkit.training (chapter 02)
+# ------------------------------------------------------------------------------------------
+TRAIN_CONFIG = DecoderConfig(vocab_size=1024, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                             d_ff=64, max_seq_len=64)
+
+
+def test_training_memory_by_phase():
+    from labkit import memory, training
+
+    data = training.corpus_tokens()
+    net = training.TrainRun.new(TRAIN_CONFIG).net
+    gen = torch.Generator().manual_seed(0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    small = training.measure_training_memory(net, *training.random_batch(data, 2, 32, gen))
+    big = training.measure_training_memory(net, *training.random_batch(data, 4, 32, gen))
+    n = small["n_params"]
+    parts = memory.training_breakdown(n, "fp32-adamw")
+    assert small["weights"] == parts["weights"] and small["gradients"] == parts["gradients"]
+    assert small["optimizer_states"] == parts["optimizer_states"]
+    assert big["activations"] == pytest.approx(2 * small["activations"], rel=0.05)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # restored
+    with pytest.raises(ValueError, match="1-D"):
+        training.random_batch(data[:10], 2, 32, gen)
+
+
+def test_crash_and_resume_is_exact(tmp_path):
+    from labkit import training
+
+    data = training.corpus_tokens()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    clean = training.train(training.TrainRun.new(TRAIN_CONFIG, seed=3), data, 8,
+                           batch_size=2, seq_len=16, checkpoint_every=3,
+                           checkpoint_dir=tmp_path / "a")
+    run = training.TrainRun.new(TRAIN_CONFIG, seed=3)
+    with pytest.raises(training.SimulatedCrash) as crash:
+        training.train(run, data, 8, batch_size=2, seq_len=16, checkpoint_every=3,
+                       checkpoint_dir=tmp_path / "b", crash_at_step=6)
+    assert crash.value.step == 6 and run.step == 5
+    latest = training.latest_checkpoint(tmp_path / "b")
+    assert latest.name == "step-00003.pt"
+    resumed = training.resume(latest)
+    assert resumed.step == 3
+    training.train(resumed, data, 8, batch_size=2, seq_len=16)
+    assert resumed.losses == clean.losses
+    assert [c[0] for c in clean.checkpoints] == [3, 6]
+    size = clean.checkpoints[0][2]
+    assert 12 * resumed.net.num_params() < size < 13 * resumed.net.num_params()
+    assert training.latest_checkpoint(tmp_path) is None
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        training.train(resumed, data, 9, checkpoint_every=2)
+
+
+# ------------------------------------------------------------------------------------------
+# labkit.check.inference (Lab 1)
+# ------------------------------------------------------------------------------------------
+def _timings(ttft=0.2, steps=(0.03, 0.03, 0.03), prompt=10, batch=1):
+    return GenerationTimings(batch_size=batch, prompt_tokens=prompt, new_tokens=len(steps) + 1,
+                             kv_cache=True, threads=1, ttft_s=ttft, step_s=tuple(steps),
+                             total_s=ttft + sum(steps))
+
+
+def test_lab_checks_accept_right_answers_and_explain_wrong_ones():
+    from labkit.check import LabCheckError
+    from labkit.check import inference as check
+
+    t = _timings()
+    assert "200 tokens" in check.check_answer_time(0.2 + 199 * 0.03, t)
+    with pytest.raises(LabCheckError, match="leaves out the time to first token"):
+        check.check_answer_time(200 * 0.03, t)
+    with pytest.raises(LabCheckError, match="milliseconds"):
+        check.check_answer_time((0.2 + 199 * 0.03) * 1e3, t)
+    check.check_prefill_ratio(t.prefill_tok_s / t.decode_tok_s, t)
+    with pytest.raises(LabCheckError, match="inverse"):
+        check.check_prefill_ratio(t.decode_tok_s / t.prefill_tok_s, t)
+    off = _timings(steps=(0.10, 0.12, 0.14, 0.16))
+    assert check.kv_slope_ms(off) == pytest.approx(20.0)
+    check.check_kv_slope(20.0, off, t)
+    with pytest.raises(LabCheckError, match="polyfit"):
+        check.check_kv_slope(0.02, off, t)
+    rows = [{"batch": 1, "step_ms": 30, "tok_s": 33}, {"batch": 8, "step_ms": 80, "tok_s": 100},
+            {"batch": 32, "step_ms": 200, "tok_s": 160}]
+    check.check_batch_choice(8, rows, 100)
+    with pytest.raises(LabCheckError, match="over the"):
+        check.check_batch_choice(32, rows, 100)
+    with pytest.raises(LabCheckError, match="gives more tokens/s"):
+        check.check_batch_choice(1, rows, 100)
+    result = {"batch_size": 1, "bandwidth_GBps": 20.0, "weight_bytes": 5e8, "decode_tok_s": 24.0}
+    check.check_roofline(40.0, result)
+    with pytest.raises(LabCheckError, match="10\\^9"):
+        check.check_roofline(40e-9, result)
+    with pytest.raises(LabCheckError, match="4x"):
+        check.check_roofline(10.0, result)
+
+
+def test_gpu_rooflines_use_the_catalog():
+    from labkit import catalog
+    from labkit.check import LabCheckError
+    from labkit.check import inference as check
+
+    bw, source = check.gpu_bandwidth_GBps("H100")
+    assert source == "cited" and bw == catalog.accelerator("H100")["memory_bandwidth_GBps"]
+    assert check.gpu_bandwidth_GBps("A10G")[1] == "third-party"   # no vendor figure published
+    answers = {g: check.gpu_roofline_tok_s(g, 15e9) for g in ("A10G", "L4", "H100")}
+    assert answers["H100"] == pytest.approx(bw * 1e9 / 15e9)
+    check.check_gpu_rooflines(answers, 15e9)
+    with pytest.raises(LabCheckError, match="L4"):
+        check.check_gpu_rooflines({**answers, "L4": 1.0}, 15e9)
