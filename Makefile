@@ -9,12 +9,14 @@ CELL_TIMEOUT ?= 180
 # pip prints one harmless "Location ... is ignored" line per local index entry on this machine.
 PIP_FILTER := grep -v -e 'is ignored' -e '^\s*$$' || true
 
-.PHONY: help setup book test lab clean distclean
+.PHONY: help setup book test lab student timings clean distclean
 
 help:
 	@echo "make book   build the executed HTML book into _build/html (strict: warnings are errors)"
 	@echo "make test   run every test: labkit unit tests, structure, manifests, notebooks (nbval), strict book build"
 	@echo "make lab    open the course in JupyterLab on http://127.0.0.1:8888"
+	@echo "make student  write the student notebooks (exercise stubs) and student HTML book into _build/student"
+	@echo "make timings  store each notebook's machine time from the last make test in book/instructors/timings.json"
 	@echo "make setup  create .venv and install the pinned requirements (done by every target)"
 	@echo "make clean  remove build outputs and caches (keeps .venv); make distclean also removes .venv"
 
@@ -44,7 +46,15 @@ book: setup
 	$(BIN)/jupyter-book build . -W -n --keep-going --all
 
 test: setup
-	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=$(CELL_TIMEOUT) --durations=15
+	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=$(CELL_TIMEOUT) --durations=15 -rfEs \
+		--junitxml=_build/reports/junit.xml
+
+student: setup
+	$(BIN)/python scripts/make_student.py
+
+timings:
+	@test -f _build/reports/junit.xml || { echo "timings: run make test first"; exit 1; }
+	$(BIN)/python scripts/collect_timings.py _build/reports/junit.xml
 
 lab: setup
 	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser

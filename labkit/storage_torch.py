@@ -215,7 +215,8 @@ def bench_dataloader(folder: str | os.PathLike, *, n_samples: int = 2048,
     runs ``repeats`` epochs. ``cache="cold"`` drops the samples' pages from the page cache
     before each epoch. ``work_us`` (CPU per sample) and ``latency_us`` (simulated remote
     latency per sample) are passed to :class:`SampleDataset`. Times include starting the
-    worker processes (the wait for the first batch is reported as ``first_batch_s``).
+    worker processes (the wait for the first batch is reported as ``first_batch_s``, and the rate
+    after it, start-up excluded, as ``steady_samples_per_s``).
     Returns rows ``{"layout", "num_workers", "samples_per_s": Stats, "MBps": Stats,
     "first_batch_s": Stats}``.
     """
@@ -243,7 +244,7 @@ def _bench_layout(folder: Path, layout: str, n_samples: int, sample_bytes: int,
     files = samples.files()
     rows = []
     for w in num_workers:
-        sps, mbps, first = [], [], []
+        sps, mbps, first, steady = [], [], [], []
         for rep in range(repeats):
             if cache == "cold":
                 for p in files:
@@ -261,10 +262,14 @@ def _bench_layout(folder: Path, layout: str, n_samples: int, sample_bytes: int,
             sps.append(n / seconds)
             mbps.append(n * sample_bytes / seconds / 1e6)
             first.append(t_first)
+            # after the first batch: the rate once workers are up (start-up excluded)
+            rest_s = seconds - t_first
+            steady.append((n - batch_size) / rest_s if n > batch_size and rest_s > 0 else n / seconds)
         rows.append({"layout": layout, "num_workers": w, "cache": cache,
                      "work_us": work_us, "latency_us": latency_us,
                      "samples_per_s": Stats(sps, "samples/s"), "MBps": Stats(mbps, "MB/s"),
-                     "first_batch_s": Stats(first, "s")})
+                     "first_batch_s": Stats(first, "s"),
+                     "steady_samples_per_s": Stats(steady, "samples/s")})
     return rows
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def strict_build(source: Path, out: Path, *, execute: str | None = None, timeout: int = 900):
     """``jupyter-book build SOURCE -W -n --keep-going --all`` into ``out``; returns the process.
@@ -19,6 +21,11 @@ def strict_build(source: Path, out: Path, *, execute: str | None = None, timeout
     config = yaml.safe_load((source / "_config.yml").read_text())
     if execute is not None:
         config.setdefault("execute", {})["execute_notebooks"] = execute
+    # Jupyter Book finds local extensions relative to the config file, which moves to ``out``.
+    extensions = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, path in extensions.items():
+        base = source if (source / path).exists() else REPO   # a fixture book borrows the course's
+        extensions[name] = str((base / path).resolve())
     config_path = out / "_config.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     jupyter_book = Path(sys.executable).with_name("jupyter-book")

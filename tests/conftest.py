@@ -11,3 +11,21 @@ ROOT = Path(__file__).resolve().parent.parent
 def repo_root() -> Path:
     """The repository root (where _config.yml and _toc.yml are)."""
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def strict_book(repo_root, tmp_path_factory):
+    """One strict build of the real book, notebooks not executed, shared by the whole run.
+
+    test_book_build.py checks it has no warnings; test_browser.py opens its pages in Chromium.
+    Built once per `make test`, so the book costs one build, and nbval alone executes notebooks.
+    Returns ``returncode``, ``log`` and ``html`` (the built site's folder).
+    """
+    from types import SimpleNamespace
+
+    from book_build import strict_build
+
+    out = tmp_path_factory.mktemp("strict-book")
+    result = strict_build(repo_root, out, execute="off")
+    return SimpleNamespace(returncode=result.returncode, log=result.stdout + result.stderr,
+                           html=out / "_build" / "html")

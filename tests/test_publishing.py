@@ -1,0 +1,105 @@
+"""The published HTML: alt text on every figure, launch/repository/issue buttons, downloadable
+notebooks, offline math, page metadata. Static checks of the shared strict build (no browser;
+test_browser.py opens the pages) and of the notebooks' plot cells."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import course_checks as cc
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A code cell that draws a figure (the course ends plot cells with plt.show()).
+PLOT = re.compile(r"plt\.show\(|\.savefig\(|plots\.new_figure\(|plt\.subplots?\(|plt\.figure\(")
+
+
+def plot_cells_without_alt(path: Path) -> list[str]:
+    """Plot cells of a notebook without ``metadata.mystnb.image.alt`` (the figure's alt text)."""
+    nb = json.loads(path.read_text())
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] != "code" or not PLOT.search(source):
+            continue
+        alt = cell.get("metadata", {}).get("mystnb", {}).get("image", {}).get("alt", "")
+        if len(alt.strip()) < 20:
+            problems.append(f"{path.relative_to(ROOT)}: cell {i} draws a figure without alt text")
+    return problems
+
+
+def test_plot_cells_carry_alt_text():
+    """Add it to the cell's metadata: {"mystnb": {"image": {"alt": "Line chart of ..."}}}.
+
+    Say what the figure shows (kind of chart, axes with units, the finding), in a sentence or
+    two; myst-nb writes it as the <img alt> of the figure in the book.
+    """
+    problems = [p for nb in cc.notebooks(ROOT) for p in plot_cells_without_alt(nb)]
+    assert not problems, test_plot_cells_carry_alt_text.__doc__ + "\n".join(problems)
+
+
+def test_the_alt_text_check_finds_a_bare_plot(tmp_path, monkeypatch):
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "ax.plot(x)\nplt.show()"},
+                    {"cell_type": "code", "metadata": {"mystnb": {"image": {"alt": "A chart of x (ms) "
+                                                                                   "against y (count)."}}},
+                     "source": "plt.show()"}]}
+    (tmp_path / "n.ipynb").write_text(json.dumps(nb))
+    assert plot_cells_without_alt(tmp_path / "n.ipynb") == ["n.ipynb: cell 0 draws a figure without alt text"]
+
+
+def toc_pages():
+    return [(entry, cc.resolve_entry(ROOT, entry)) for entry in cc.toc_entries(ROOT)]
+
+
+@pytest.fixture(scope="module")
+def html(strict_book):
+    if strict_book.returncode != 0:
+        pytest.skip("the strict build failed; test_book_build.py shows why")
+    return strict_book.html
+
+
+def test_every_page_has_a_description_and_the_favicon(html):
+    for entry, _ in toc_pages():
+        text = (html / f"{entry}.html").read_text()
+        assert re.search(r'<meta content="[^"]{40,}" name="description"', text), entry
+        assert 'rel="icon"' in text, entry
+
+
+def test_notebook_pages_have_launch_download_repository_and_issue_buttons(html):
+    notebooks = [(e, p) for e, p in toc_pages() if p is not None and p.suffix == ".ipynb"]
+    assert notebooks
+    for entry, _ in notebooks:
+        text = (html / f"{entry}.html").read_text()
+        for what, pattern in [("Binder", r"mybinder\.org/v2/gh/"), ("Colab", r"colab\.research\.google\.com/github/"),
+                              ("JupyterHub (nbgitpuller)", r"/hub/user-redirect/git-pull\?repo="),
+                              ("repository", r'href="https://github\.com/[^"/]+/[^"/]+"'),
+                              ("issues", r"/issues/new\?")]:
+            assert re.search(pattern, text), f"{entry}: no {what} button"
+        download = re.search(r'href="([^"]*_sources/[^"]+\.ipynb)"', text)
+        assert download, f"{entry}: no .ipynb download link"
+        assert (html / f"{entry}.html").parent.joinpath(download.group(1)).resolve().is_file()
+
+
+def test_math_is_served_locally(html):
+    scripts = {e: re.findall(r'<script[^>]+src="([^"]*mathjax[^"]*)"', (html / f"{e}.html").read_text(),
+                             re.I) for e, _ in toc_pages()}
+    assert scripts["book/01-models"], "chapter 01 has math but loads no MathJax"
+    remote = {e: [s for s in found if "_static/mathjax/" not in s] for e, found in scripts.items()}
+    assert {e: r for e, r in remote.items() if r} == {}, "MathJax must come from _static (offline)"
+
+
+def test_the_pages_workflow_builds_with_make_book_and_publishes_the_html():
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    triggers = workflow[True]            # YAML 1.1 reads the key `on` as True
+    assert triggers["push"]["branches"] == ["main"] and triggers["schedule"]
+    steps = workflow["jobs"]["build"]["steps"]
+    assert any(s.get("run", "").strip() == "make book" for s in steps)
+    upload = next(s for s in steps if "upload-pages-artifact" in s.get("uses", ""))
+    assert upload["with"]["path"] == "_build/html"
+    assert "deploy-pages" in workflow["jobs"]["deploy"]["steps"][0]["uses"]

@@ -1,0 +1,145 @@
+"""The workshop kit: At a glance parsing, agendas, and the timing collection from junit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "book" / "instructors"))
+sys.path.insert(0, str(ROOT / "scripts"))
+import collect_timings  # noqa: E402
+import workshop as ws  # noqa: E402
+
+GLANCE = """# Chapter X: a title with {term}`KV cache <KV cache>`
+
+:::{admonition} At a glance
+:class: tip
+
+**You will be able to**
+1. **Measure** one thing
+   over two lines.
+2. **Explain** {term}`attention`.
+
+**Time:** about 40 minutes to read; about a minute to run.
+**Prerequisites:** chapter 01 (weights); chapter 7. **You need:** a CPU.
+:::
+"""
+
+
+def test_at_a_glance_is_parsed():
+    page = ws.parse_glance(GLANCE, "book/05-x", "chapter")
+    assert page.title == "Chapter X: a title with KV cache"
+    assert page.objectives == ["**Measure** one thing over two lines.", "**Explain** attention."]
+    assert page.minutes == 40
+    assert page.prerequisites == "chapter 01 (weights); chapter 7"
+    assert page.needs == "a CPU"
+    assert page.requires_chapters == ["01", "07"]
+
+
+@pytest.mark.parametrize("text, chapters", [
+    ("chapter 07 (storage), chapter 01", ["07", "01"]), ("chapters 01 and 08", ["01", "08"]),
+    ("chapters 01–03; Kubernetes", ["01", "02", "03"]), ("the chapters it summarises", [])])
+def test_prerequisite_chapters(text, chapters):
+    assert ws.chapter_numbers(text) == chapters
+
+
+@pytest.mark.parametrize("text, minutes", [
+    ("about 40 minutes to read", 40), ("5 minutes.", 5), ("60–75 minutes of work", 75),
+    ("about an hour", 60), ("1.5 days", None), ("2 hours", 120)])
+def test_declared_minutes(text, minutes):
+    assert ws.parse_minutes(text) == minutes
+
+
+def page(entry, kind, minutes, requires=()):
+    return ws.Page(entry=entry, kind=kind, title=entry, minutes=minutes, requires_chapters=list(requires))
+
+
+def test_labs_follow_the_chapter_they_need_and_setup_comes_first():
+    pages = [page("book/01-a", "chapter", 30), page("book/02-b", "chapter", 30),
+             page("labs/00-setup", "lab", 5), page("labs/01-lab", "lab", 40, ["01"]),
+             page("labs/09-free", "lab", 20)]
+    assert [p.entry for p in ws.workshop_order(pages)] == [
+        "labs/00-setup", "book/01-a", "labs/01-lab", "book/02-b", "labs/09-free"]
+
+
+def test_agenda_slots_add_machine_time_breaks_and_leave_out_what_does_not_fit():
+    pages = [page("book/01-a", "chapter", 40), page("book/02-b", "chapter", 50),
+             page("book/03-c", "chapter", 200), page("labs/02-l", "lab", 30, ["03"]),
+             page("book/04-d", "chapter", None)]
+    timings = {"notebooks": {"book/01-a.ipynb": {"seconds": 70.0}}}
+    agenda = ws.build_agenda(pages, timings, ws.HALF_DAY)
+    what = [(ws.hhmm(s.start), s.what, s.minutes) for s in agenda.slots]
+    assert what == [("09:00", "Welcome", 15), ("09:15", "book/01-a", 45),   # 40 min + 70 s → 45
+                    ("10:00", "Break", 15), ("10:15", "book/02-b", 50), ("11:05", "Wrap-up", 15)]
+    reasons = {p.entry: why for p, why in agenda.not_scheduled}
+    assert reasons == {"book/03-c": "does not fit the day: self-paced, or swap it in",
+                       "labs/02-l": "needs chapter 03 first",
+                       "book/04-d": "declares no time in its At a glance box"}
+    assert agenda.open_minutes == 12 * 60 + 30 - (11 * 60 + 20)
+    text = ws.agenda_markdown(agenda, timings)
+    assert "| 09:15–10:00 | **book/01-a**" in text and "machine time 70 s" in text
+
+
+def test_full_day_has_lunch():
+    pages = [page(f"book/0{i}-x", "chapter", 60) for i in range(1, 6)]
+    agenda = ws.build_agenda(pages, {}, ws.FULL_DAY)
+    names = [s.what for s in agenda.slots]
+    assert names.count("Lunch") == 1 and agenda.end <= ws.FULL_DAY.end
+    lunch = agenda.slots[names.index("Lunch")]
+    assert 11 * 60 + 30 <= lunch.start <= 12 * 60 + 30
+
+
+def test_every_chapter_and_lab_declares_its_time_and_objectives(repo_root):
+    pages = ws.course_pages(repo_root)
+    assert pages
+    problems = [f"{p.notebook}: no '**Time:** about N minutes' in its At a glance box"
+                for p in pages if p.minutes is None]
+    problems += [f"{p.notebook}: no numbered objectives under '**You will be able to**'"
+                 for p in pages if not p.objectives]
+    assert problems == []
+
+
+def test_the_committed_timings_match_the_toc(repo_root):
+    timings = ws.load_timings()
+    if not timings:
+        pytest.skip("book/instructors/timings.json not collected yet: make test && make timings")
+    listed = {p.notebook for p in ws.course_pages(repo_root)}
+    assert set(timings["notebooks"]) <= {str(p.relative_to(repo_root)) for p in
+                                         repo_root.glob("*/**/*.ipynb")}, "a timed notebook is gone"
+    assert timings["machine"]["cores"] >= 1
+    missing = listed - set(timings["notebooks"])
+    if missing:
+        pytest.skip(f"no machine time yet for {sorted(missing)}: make test && make timings")
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest"
+timestamp="2026-11-28T10:00:00+00:00">
+<testcase classname="book.01-models.ipynb" name="Cell 0" time="3.5" />
+<testcase classname="book.01-models.ipynb" name="Cell 1" time="1.25" />
+<testcase classname="labs.00-setup-check.ipynb" name="Cell 0" time="2.0"><failure message="x"/></testcase>
+<testcase classname="tests.test_memory" name="test_x" time="9.0" />
+</testsuite></testsuites>"""
+
+
+def test_collect_timings_sums_cells_and_keeps_old_values_of_failed_notebooks(tmp_path):
+    root = tmp_path
+    for nb in ("book/01-models.ipynb", "labs/00-setup-check.ipynb", "book/gone.ipynb"):
+        (root / nb).parent.mkdir(parents=True, exist_ok=True)
+    (root / "book/01-models.ipynb").write_text("{}")
+    (root / "labs/00-setup-check.ipynb").write_text("{}")
+    out = tmp_path / "timings.json"
+    out.write_text(json.dumps({"notebooks": {
+        "labs/00-setup-check.ipynb": {"seconds": 9.9, "cells": 8, "measured": "2026-11-01"},
+        "book/gone.ipynb": {"seconds": 1.0, "cells": 1, "measured": "2026-11-01"}}}))
+    junit = tmp_path / "junit.xml"
+    junit.write_text(JUNIT)
+    data = collect_timings.collect(junit, out, root=root)
+    assert data["notebooks"] == {
+        "book/01-models.ipynb": {"seconds": 4.8, "cells": 2, "measured": "2026-11-28"},
+        "labs/00-setup-check.ipynb": {"seconds": 9.9, "cells": 8, "measured": "2026-11-01"}}
+    assert data["collected"] == "2026-11-28" and data["machine"]["cores"] >= 1
+    assert json.loads(out.read_text()) == data
