@@ -18,3 +18,10 @@ def test_failures_explain_the_gap():
     with pytest.raises(LabCheckError, match="should be a number"):
         expect_close("x", "ten", 10)
     assert issubclass(LabCheckError, AssertionError)
+
+
+def test_passed_returns_a_string_that_notebooks_do_not_echo(capsys):
+    message = passed("fine")
+    assert message == "fine" and isinstance(message, str)
+    assert message._ipython_display_() is None
+    assert capsys.readouterr().out == "✔ fine\n"

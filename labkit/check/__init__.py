@@ -32,6 +32,18 @@ def expect_close(name: str, value: float, expected: float, rel: float = 0.05, hi
         raise LabCheckError(f"{name} = {number:.4g}, expected about {expected:.4g}{ratio}. {hint}".strip())
 
 
-def passed(message: str) -> None:
-    """Print a success line (kept short: the learner reads it in the notebook)."""
+class Passed(str):
+    """The success message a check returns: a plain string that a notebook does not echo.
+
+    The check has already printed it; without this, a cell ending in a check call would show
+    the same message twice (once printed, once as the cell's value).
+    """
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def passed(message: str) -> Passed:
+    """Print a success line (kept short: the learner reads it in the notebook) and return it."""
     print(f"✔ {message}")
+    return Passed(message)

@@ -31,8 +31,7 @@ def _number(name: str, value) -> float:
 
 
 def _ok(message: str) -> str:
-    passed(message)
-    return message
+    return passed(message)
 
 
 def answer_time(timings, n_tokens: int) -> float:

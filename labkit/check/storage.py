@@ -24,8 +24,7 @@ def _fail(msg: str) -> None:
 
 
 def _ok(msg: str) -> str:
-    passed(msg)
-    return msg
+    return passed(msg)
 
 
 def reference_knee(rows: Sequence[Mapping], cache: str = "cold", source: str = "python",
