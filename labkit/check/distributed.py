@@ -1,0 +1,151 @@
+"""Checks for Lab 5 (distributed Python with Ray): each gives specific feedback on one task.
+
+Follows :mod:`labkit.check`: a check prints a success line when the answer is right (and
+returns None, so that a check at the end of a notebook cell shows the line only once), and
+raises :class:`labkit.check.LabCheckError` saying what to look at when it is not. Answers
+computed from a noisy measurement are compared with the same formula applied to the same
+measurement, so they are checked exactly; nothing here depends on how fast the machine was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+from labkit.check import LabCheckError, expect_close, passed
+from labkit.check.storage import prediction_rows
+from labkit.distributed import amdahl_parallel_fraction, make_shards
+
+__all__ = ["check_min_task_ms", "check_make_shards", "check_parallel_fraction",
+           "check_permanent_failure", "check_actor_options", "check_actor_survived",
+           "prediction_rows"]
+
+
+def _ok(msg: str) -> None:
+    passed(msg)
+
+
+def check_min_task_ms(min_task_ms: float, overhead_ms: float, budget: float = 0.10) -> None:
+    """Task 1: the shortest task whose Ray overhead (``overhead_ms`` per task) is at most
+    ``budget`` of its own run time: ``overhead / budget``."""
+    want = overhead_ms / budget
+    expect_close("min_task_ms", min_task_ms, want, rel=0.01,
+                 hint=f"The overhead ({overhead_ms:.3g} ms) must be at most "
+                      f"{budget:.0%} of the task's own time t: overhead <= {budget} x t, so "
+                      f"t >= overhead / {budget}.")
+    return _ok(f"tasks shorter than about {want:.3g} ms spend more than {budget:.0%} of their "
+               "time in Ray's bookkeeping: batch small work into bigger tasks.")
+
+
+def check_make_shards(fn: Callable[[Sequence, int], list]) -> None:
+    """Task 2: ``fn(items, n_shards)`` must return ``n_shards`` contiguous, in-order shards
+    covering every item once, whose sizes differ by at most one."""
+    for n_items, n_shards in [(16, 4), (17, 4), (7, 3), (5, 5), (64, 8), (10, 1)]:
+        items = list(range(n_items))
+        got = fn(items, n_shards)
+        try:
+            shards = [list(s) for s in got]
+        except TypeError:
+            raise LabCheckError(f"make_shards({n_items} items, {n_shards}) returned {got!r}; "
+                                "return a list of lists") from None
+        if len(shards) != n_shards:
+            raise LabCheckError(f"make_shards({n_items} items, {n_shards}) returned "
+                                f"{len(shards)} shards; it must return exactly {n_shards}.")
+        flat = [x for s in shards for x in s]
+        if flat != items:
+            missing = sorted(set(items) - set(flat))
+            raise LabCheckError(f"make_shards({n_items} items, {n_shards}): joined back "
+                                "together, the shards must give every item once, in order"
+                                + (f"; missing {missing[:5]}" if missing else
+                                   "; some item is repeated or out of order") + ".")
+        sizes = [len(s) for s in shards]
+        if max(sizes) - min(sizes) > 1:
+            raise LabCheckError(f"make_shards({n_items} items, {n_shards}) made shards of "
+                                f"sizes {sizes}; they may differ by at most one item, or the "
+                                "biggest shard decides when the whole job ends. Use "
+                                "divmod(len(items), n_shards).")
+        if shards != make_shards(items, n_shards):
+            raise LabCheckError(f"make_shards({n_items} items, {n_shards}) gave sizes {sizes}; "
+                                "give the extra items to the first shards, as the reference "
+                                "does (the first len(items) % n_shards shards get one more).")
+    return _ok("every item lands in exactly one shard, in order, and the shards are balanced.")
+
+
+def check_parallel_fraction(parallel_fraction: float, speedup: float, workers: int) -> None:
+    """Task 3: Amdahl's parallel fraction that explains the measured ``speedup``."""
+    want = amdahl_parallel_fraction(speedup, workers)
+    expect_close("parallel_fraction", parallel_fraction, want, rel=0.01,
+                 hint=f"Solve S = 1 / ((1 - p) + p / N) for p with S = {speedup:.3f} and "
+                      f"N = {workers}: p = (1 - 1/S) / (1 - 1/N).")
+    note = ("" if 0 <= want <= 1 else
+            " (outside 0..1: the measurement is noisier than the model; compare the CPU "
+            "share the workers got)")
+    return _ok(f"p = {want:.2f}: Amdahl says {want:.0%} of this run behaved as parallel "
+               f"work on {workers} workers{note}.")
+
+
+def check_permanent_failure(probability: float, p_crash: float, max_retries: int) -> None:
+    """Task 4: chance that a task fails for good when each attempt dies with ``p_crash`` and
+    Ray makes ``1 + max_retries`` attempts: ``p_crash ** (1 + max_retries)``."""
+    want = p_crash ** (1 + max_retries)
+    try:
+        value = float(probability)
+    except (TypeError, ValueError):
+        raise LabCheckError(f"give a probability (a number), got {probability!r}") from None
+    if not math.isclose(value, want, rel_tol=1e-6, abs_tol=1e-12):
+        if math.isclose(value, p_crash ** max_retries, rel_tol=1e-6):
+            raise LabCheckError(f"{value:.3g} counts only the retries. The first attempt can "
+                                f"fail too: 1 + {max_retries} attempts must all fail.")
+        raise LabCheckError(f"{value:.3g} is not it. Every attempt fails independently with "
+                            f"probability {p_crash}, and the task fails for good only if all "
+                            f"1 + max_retries = {1 + max_retries} attempts fail.")
+    return _ok(f"{want:.2g}: retries turn a {p_crash:.0%} failure rate per attempt into a "
+               f"{want:.2%} failure rate per task.")
+
+
+def check_actor_options(options: Mapping) -> None:
+    """Task 5: actor options that survive one kill without losing a call: the actor must be
+    restartable (``max_restarts``) and its calls retried (``max_task_retries``)."""
+    if not isinstance(options, Mapping):
+        raise LabCheckError(f"actor_options should be a dict of Ray actor options, got "
+                            f"{type(options).__name__}")
+    unknown = set(options) - {"max_restarts", "max_task_retries"}
+    if unknown:
+        raise LabCheckError(f"use only max_restarts and max_task_retries here, not "
+                            f"{sorted(unknown)}")
+
+    def count(name: str) -> int:
+        value = options.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+            raise LabCheckError(f"{name} must be an integer >= 0, or -1 for 'unlimited'; "
+                                f"got {value!r}")
+        return value
+
+    restarts, retries = count("max_restarts"), count("max_task_retries")
+    if restarts == 0:
+        raise LabCheckError("with max_restarts 0 (the default) a dead actor stays dead, and "
+                            "every call still queued on it fails with ActorDiedError. Allow "
+                            "at least one restart.")
+    if retries == 0:
+        raise LabCheckError("the actor will restart, but the calls that were running or "
+                            "queued when it died are not retried (max_task_retries 0, the "
+                            "default): they fail with ActorUnavailableError. Allow at least "
+                            "one retry.")
+    return _ok(f"max_restarts={restarts}, max_task_retries={retries}: Ray starts a new "
+               "process for the actor (its __init__ runs again) and replays the lost calls.")
+
+
+def check_actor_survived(result: Mapping, n_shards: int) -> None:
+    """Task 5, after the run: every shard completed although the actor's process was killed,
+    and a second process served some of them."""
+    if result["failed"]:
+        raise LabCheckError(f"{result['failed']} shards failed ({set(result['errors'])}); "
+                            f"the options used were {result['options']}.")
+    if result["completed"] != n_shards:
+        raise LabCheckError(f"{result['completed']} of {n_shards} shards came back")
+    if len(result["pids"]) < 2:
+        raise LabCheckError("all shards came from one process: the kill did not happen "
+                            "while work was queued (run the cell again)")
+    return _ok(f"all {n_shards} shards done by processes {result['pids']}: the actor died "
+               f"(pid {result['killed_pid']}) and came back in "
+               f"{result['recovery_s']:.1f} s.")
