@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-import yaml
+from labkit import course
 
 CHAPTER = re.compile(r"^\d\d-.+\.ipynb$")
 #: What every chapter notebook must contain, per the chapter template (course-design.md).
@@ -27,19 +27,7 @@ _SOLUTION_FOR = re.compile(r"^```\{solution(?:-start)?\} (\S+)", re.M)
 
 def toc_entries(root: Path) -> list[str]:
     """Every ``file:`` and the ``root:`` of ``_toc.yml``, without suffix, in order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    entries = [toc["root"]]
-
-    def walk(items):
-        for item in items or []:
-            if "file" in item:
-                entries.append(item["file"])
-            walk(item.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return entries
+    return course.toc_entries(root)
 
 
 def resolve_entry(root: Path, entry: str) -> Path | None:

@@ -25,3 +25,12 @@ def test_passed_returns_a_string_that_notebooks_do_not_echo(capsys):
     assert message == "fine" and isinstance(message, str)
     assert message._ipython_display_() is None
     assert capsys.readouterr().out == "✔ fine\n"
+
+
+def test_as_number():
+    from labkit.check import as_number
+
+    assert as_number("x", "2.5") == 2.5
+    for bad in ("two", None, float("nan"), float("inf")):
+        with pytest.raises(LabCheckError, match="x should be"):
+            as_number("x", bad)

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from labkit import course
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -66,19 +66,7 @@ class Page:
 
 def toc_entries(root: Path = ROOT) -> list[str]:
     """Every ``file:`` of ``_toc.yml`` (and its root), in order."""
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
-    entries = [toc["root"]]
-
-    def walk(items):
-        for item in items or []:
-            if "file" in item:
-                entries.append(item["file"])
-            walk(item.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return entries
+    return course.toc_entries(root)
 
 
 def parse_minutes(text: str) -> int | None:

@@ -21,13 +21,21 @@ def expect(condition: bool, hint: str) -> None:
         raise LabCheckError(hint)
 
 
-def expect_close(name: str, value: float, expected: float, rel: float = 0.05, hint: str = "") -> None:
-    """Check that ``value`` is within ``rel`` (relative) of ``expected``; explain the gap if not."""
+def as_number(name: str, value) -> float:
+    """``value`` as a finite float, or :class:`LabCheckError` saying that ``name`` must be one."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise LabCheckError(f"{name} should be a number, got {value!r}") from None
-    if math.isnan(number) or not math.isclose(number, expected, rel_tol=rel):
+    if math.isnan(number) or math.isinf(number):
+        raise LabCheckError(f"{name} should be a finite number, got {value!r}")
+    return number
+
+
+def expect_close(name: str, value: float, expected: float, rel: float = 0.05, hint: str = "") -> None:
+    """Check that ``value`` is within ``rel`` (relative) of ``expected``; explain the gap if not."""
+    number = as_number(name, value)
+    if not math.isclose(number, expected, rel_tol=rel):
         ratio = f" ({number / expected:.2f}× the expected value)" if expected else ""
         raise LabCheckError(f"{name} = {number:.4g}, expected about {expected:.4g}{ratio}. {hint}".strip())
 

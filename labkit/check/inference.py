@@ -13,21 +13,14 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
-from labkit.check import LabCheckError, passed
+from labkit.check import LabCheckError, as_number, passed
 
 __all__ = ["answer_time", "check_answer_time", "check_prefill_ratio", "kv_slope_ms",
            "check_kv_slope", "reference_batch", "check_batch_choice", "check_roofline",
            "gpu_bandwidth_GBps", "gpu_roofline_tok_s", "check_gpu_rooflines"]
 
 
-def _number(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise LabCheckError(f"{name} should be a number, got {value!r}") from None
-    if math.isnan(number) or math.isinf(number):
-        raise LabCheckError(f"{name} should be a finite number, got {value!r}")
-    return number
+_number = as_number
 
 
 def _ok(message: str) -> str:
