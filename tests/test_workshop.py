@@ -143,3 +143,9 @@ def test_collect_timings_sums_cells_and_keeps_old_values_of_failed_notebooks(tmp
         "labs/00-setup-check.ipynb": {"seconds": 9.9, "cells": 8, "measured": "2026-11-01"}}
     assert data["collected"] == "2026-11-28" and data["machine"]["cores"] >= 1
     assert json.loads(out.read_text()) == data
+
+
+def test_plain_drops_roles_and_links_that_would_break_on_the_agenda_page():
+    text = ("[Lab 1](../labs/01-small-model-inference.ipynb) ({term}`prefill`, roofline); "
+            "see {doc}`Lab 5 <../labs/05-distributed-ray>`.")
+    assert ws.plain(text) == "Lab 1 (prefill, roofline); see Lab 5."

@@ -36,8 +36,16 @@ _ROLE = re.compile(r"\{[a-z:]+\}`([^`<]*?)\s*(?:<[^`>]*>)?`")
 _CHAPTER_REF = re.compile(r"\bchapters?\s+(\d\d?(?:\s*(?:[–-]|,|and|&)\s*\d\d?)*)\b", re.I)
 
 
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+
+
 def plain(text: str) -> str:
-    """MyST text without roles (``{term}`KV cache``` → ``KV cache``), on one line."""
+    """MyST text without roles or links, on one line: ``{term}`KV cache``` → ``KV cache``,
+    ``[Lab 1](01-lab.ipynb)`` and ``{doc}`Lab 1 <../labs/01-lab>``` → ``Lab 1``.
+
+    Links are relative to the page they come from, so on the agenda page they would point
+    nowhere; the text is kept, the target dropped."""
+    text = _LINK.sub(lambda m: m.group(1), text)
     return " ".join(_ROLE.sub(lambda m: m.group(1), text).split())
 
 
