@@ -187,7 +187,7 @@ class Block(nn.Module):
         B, T, D = x.shape
         nh, nkv, hd = self.n_heads, self.n_kv, self.hd
         h = _rms_norm(x, self.attn_norm, self.eps)
-        qkv = F.linear(h, self.wqkv.weight).view(B, T, nh + 2 * nkv, hd).transpose(1, 2)
+        qkv = _linear(h, self.wqkv).view(B, T, nh + 2 * nkv, hd).transpose(1, 2)
         qk = _rope(qkv[:, : nh + nkv], cos, sin)                  # [B, nh+nkv, T, hd]
         q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]
         if cache is not None:
@@ -199,12 +199,12 @@ class Block(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                            enable_gqa=nkv != nh)
         a = a.transpose(1, 2).reshape(B, T, D)
-        x = x + F.linear(a, self.wo.weight)
+        x = x + _linear(a, self.wo)
         h = _rms_norm(x, self.mlp_norm, self.eps)
-        gu = F.linear(h, self.w_gate_up.weight)
+        gu = _linear(h, self.w_gate_up)
         g = F.silu(gu[..., : self.d_ff])
         g = g.mul_(gu[..., self.d_ff:])
-        return x + F.linear(g, self.w_down.weight)
+        return x + _linear(g, self.w_down)
 
 
 class Decoder(nn.Module):
@@ -240,10 +240,10 @@ class Decoder(nn.Module):
         """Parameters read from memory for each decoded token: every matrix multiplied by the
         token's vector (all projections and the language-model head). The embedding only
         contributes one row per token and the norms are tiny, so neither is counted."""
-        per_layer = sum(m.weight.numel() for m in (self.layers[0].wqkv, self.layers[0].wo,
-                                                   self.layers[0].w_gate_up,
-                                                   self.layers[0].w_down))
-        return per_layer * len(self.layers) + self.lm_head.weight.numel()
+        per_layer = sum(m.in_features * m.out_features
+                        for m in (self.layers[0].wqkv, self.layers[0].wo,
+                                  self.layers[0].w_gate_up, self.layers[0].w_down))
+        return per_layer * len(self.layers) + self.lm_head.in_features * self.lm_head.out_features
 
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
         """A zeroed :class:`KVCache` for ``batch_size`` sequences of up to ``capacity`` tokens,
@@ -288,7 +288,7 @@ class Decoder(nn.Module):
         x = _rms_norm(x, self.norm, self.config.norm_eps)
         if cache is not None:
             cache.length = end
-        return F.linear(x, self.lm_head.weight)
+        return _linear(x, self.lm_head)
 
     @torch.inference_mode()
     def decode_step(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -316,28 +316,29 @@ class Decoder(nn.Module):
         for (attn_norm, wqkv, wo, mlp_norm, w_gate_up, w_down), kc, vc in zip(
                 plan, cache.keys, cache.values, strict=True):
             h = _rms_norm(x, attn_norm, eps)
-            qkv = torch.mm(h, wqkv).view(B, nh + 2 * nkv, 1, hd)
+            qkv = _mm(h, wqkv).view(B, nh + 2 * nkv, 1, hd)
             qk = _rope(qkv[:, : nh + nkv], cos, sin)
             kc[:, :, pos:end].copy_(qk[:, nh:])
             vc[:, :, pos:end].copy_(qkv[:, nh + nkv:])
             a = F.scaled_dot_product_attention(qk[:, :nh], kc[:, :, :end], vc[:, :, :end],
                                                attn_mask=mask, enable_gqa=gqa)
-            x = torch.addmm(x, a.view(B, nh * hd), wo)
+            x = _addmm(x, a.view(B, nh * hd), wo)
             h = _rms_norm(x, mlp_norm, eps)
-            gu = torch.mm(h, w_gate_up)
+            gu = _mm(h, w_gate_up)
             g = F.silu(gu[:, :ff]).mul_(gu[:, ff:])
-            x = torch.addmm(x, g, w_down)
+            x = _addmm(x, g, w_down)
         cache.length = end
         x = _rms_norm(x, self.norm, eps)
-        return torch.mm(x, self.lm_head.weight.t())
+        return _linear(x, self.lm_head)
 
     def decode_plan(self) -> list[tuple[torch.Tensor, ...]]:
         """Per layer, the tensors :meth:`decode_step` multiplies by, as plain tensors:
         ``(attn_norm, wqkv^T, wo^T, mlp_norm, w_gate_up^T, w_down^T)`` (the ``^T`` are views,
         no copies). Looking them up once per generation instead of through ``nn.Module``
         attributes at every step saves about 1 ms per SmolLM2 token (4 %)."""
-        return [(layer.attn_norm, layer.wqkv.weight.t(), layer.wo.weight.t(), layer.mlp_norm,
-                 layer.w_gate_up.weight.t(), layer.w_down.weight.t()) for layer in self.layers]
+        return [(layer.attn_norm, _plan_weight(layer.wqkv), _plan_weight(layer.wo),
+                 layer.mlp_norm, _plan_weight(layer.w_gate_up), _plan_weight(layer.w_down))
+                for layer in self.layers]
 
     @torch.no_grad()
     def to_decode_layout(self) -> Decoder:
@@ -385,6 +386,42 @@ class Decoder(nn.Module):
         if valid is not None:
             mask = mask & (valid.view(B, 1, 1, end) | (k_pos == q_pos).view(1, 1, T, end))
         return mask, False
+
+
+
+# --------------------------------------------------------------------------------------------
+# The hook for other weight formats (used by labkit.quant)
+# --------------------------------------------------------------------------------------------
+# Every product of an activation with a weight matrix goes through the three helpers below.
+# A projection (``wqkv``, ``wo``, ``w_gate_up``, ``w_down``, ``lm_head``) is normally an
+# ``nn.Linear`` and the maths is exactly ``F.linear`` / ``torch.mm`` / ``torch.addmm`` as
+# before. Any other module put in its place (for example ``labkit.quant``'s int8 and int4
+# layers) is *called* instead: it must map ``[..., in_features]`` to ``[..., out_features]``
+# and have ``in_features`` and ``out_features`` attributes. Swap modules with
+# ``setattr(block, "w_down", layer)``; ``Decoder.decode_plan`` then hands the module itself to
+# ``decode_step``, so the fast decode loop uses it too.
+
+def _plan_weight(module: nn.Module):
+    """What :meth:`Decoder.decode_plan` stores for a projection: ``W^T`` (a view) for an
+    ``nn.Linear``, the module itself for any other layer."""
+    return module.weight.t() if type(module) is nn.Linear else module
+
+
+def _linear(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``x @ W^T`` for an ``nn.Linear`` (no bias, as in this model), else ``module(x)``."""
+    if type(module) is nn.Linear:
+        return F.linear(x, module.weight)
+    return module(x)
+
+
+def _mm(x: torch.Tensor, w) -> torch.Tensor:
+    """``x @ w`` for a plan entry: a ``W^T`` tensor, or a module (called)."""
+    return torch.mm(x, w) if isinstance(w, torch.Tensor) else w(x)
+
+
+def _addmm(residual: torch.Tensor, x: torch.Tensor, w) -> torch.Tensor:
+    """``residual + x @ w`` for a plan entry (fused into ``addmm`` for a tensor)."""
+    return torch.addmm(residual, x, w) if isinstance(w, torch.Tensor) else residual + w(x)
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float,

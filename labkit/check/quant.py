@@ -1,0 +1,131 @@
+"""Checks for Lab 2 (quantization): specific feedback on each task.
+
+Follows :mod:`labkit.check`: a check prints a success line (and returns it) when the answer is
+right and raises :class:`labkit.check.LabCheckError` saying what to look at when it is not.
+Every reference is recomputed from the rows the learner measured
+(:func:`labkit.quant.measure_precisions`), so the checks hold on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from labkit.check import LabCheckError, as_number, passed
+
+__all__ = ["row", "check_bytes_ratio", "check_speedup", "check_perplexity_change",
+           "outlier_kind", "check_outlier_layer", "recommended", "check_recommendation"]
+
+
+_number = as_number
+
+
+def _ok(message: str) -> str:
+    return passed(message)      # a str that notebooks do not echo
+
+
+def row(rows: Sequence[Mapping], precision: str) -> Mapping:
+    """The measured row of ``precision``."""
+    for r in rows:
+        if r["precision"] == precision:
+            return r
+    raise LabCheckError(f"no row for {precision!r}; measured: {[r['precision'] for r in rows]}")
+
+
+def check_bytes_ratio(ratio, rows) -> str:
+    """Task 1: bytes of the int8 projections / bytes of the fp32 projections."""
+    value = _number("int8_bytes_ratio", ratio)
+    want = row(rows, "int8")["bytes"] / row(rows, "fp32")["bytes"]
+    if math.isclose(value, want, rel_tol=0.01):
+        return _ok(f"int8 stores the projections in {value:.3f}x the fp32 bytes: a quarter for "
+                   f"the weights, plus one 4-byte scale per output row.")
+    if math.isclose(value, 1 / want, rel_tol=0.01):
+        raise LabCheckError(f"{value:.3g} is fp32 / int8; divide the int8 bytes by the fp32 ones.")
+    if math.isclose(value, 0.25, rel_tol=0.001):
+        raise LabCheckError("0.25 counts the int8 weights only: the measured bytes include the "
+                            "per-channel scales. Use the 'bytes' of the two rows.")
+    raise LabCheckError(f"int8_bytes_ratio = {value:.4g}, expected about {want:.4g}: the "
+                        f"'bytes' of the int8 row divided by the 'bytes' of the fp32 row.")
+
+
+def check_speedup(speedup, rows, precision: str = "int8") -> str:
+    """Task 3: decode tokens/s of ``precision`` / decode tokens/s of fp32, same run."""
+    value = _number("speedup", speedup)
+    want = row(rows, precision)["decode_tok_s"] / row(rows, "fp32")["decode_tok_s"]
+    if math.isclose(value, want, rel_tol=0.01):
+        verdict = "faster" if want > 1 else "not faster"
+        return _ok(f"{precision} decodes {value:.2f}x as fast as fp32 ({verdict}); it reads "
+                   f"{row(rows, precision)['bytes'] / row(rows, 'fp32')['bytes']:.2f}x the bytes.")
+    if math.isclose(value, 1 / want, rel_tol=0.01):
+        raise LabCheckError(f"{value:.3g} is fp32 / {precision}; "
+                            f"put {precision}'s tokens/s on top.")
+    raise LabCheckError(f"speedup = {value:.4g}, expected about {want:.4g}: the decode_tok_s of "
+                        f"the {precision} row over that of the fp32 row.")
+
+
+def check_perplexity_change(percent, rows, precision: str = "int8") -> str:
+    """Task 3: perplexity change of ``precision`` against fp32, in percent."""
+    value = _number("ppl_change_pct", percent)
+    want = 100.0 * (row(rows, precision)["perplexity"] / row(rows, "fp32")["perplexity"] - 1)
+    if abs(value - want) <= max(0.01, 0.01 * abs(want)):
+        return _ok(f"{precision}: perplexity {value:+.2f} % against fp32 (lower is better).")
+    if abs(value - want / 100) <= 1e-4 + 0.01 * abs(want / 100):
+        raise LabCheckError(f"{value:.4g} is a fraction; multiply by 100 for percent.")
+    raise LabCheckError(f"ppl_change_pct = {value:.4g}, expected {want:+.3f}: "
+                        f"100 x (ppl_{precision} / ppl_fp32 - 1).")
+
+
+def outlier_kind(outliers: Sequence[Mapping]) -> str:
+    """The projection kind whose input has the largest outlier ratio (max / median channel)."""
+    return max(outliers, key=lambda r: r["ratio"])["name"]
+
+
+def check_outlier_layer(name, outliers) -> str:
+    """Task 4: which projection's input holds the worst activation outlier."""
+    want = outlier_kind(outliers)
+    worst = max(outliers, key=lambda r: r["ratio"])
+    if name == want:
+        return _ok(f"{want}: in layer {worst['layer']} one input channel ({worst['channel']}) "
+                   f"reaches {worst['absmax']:.0f}, {worst['ratio']:.0f}x the median channel. A "
+                   f"per-token int8 scale stretched to it rounds most other values to 0.")
+    kinds = sorted({r["name"] for r in outliers})
+    if name not in kinds:
+        raise LabCheckError(f"{name!r} is not a projection; choose one of {kinds}.")
+    raise LabCheckError(f"{name!r} is not the worst: sort the outlier rows by 'ratio' "
+                        f"(largest |activation| / median channel) and take the top one's 'name'.")
+
+
+def recommended(rows: Sequence[Mapping], max_loss_pct: float = 3.0,
+                min_agreement: float = 0.9) -> str:
+    """The fastest precision whose perplexity is within ``max_loss_pct`` % of fp32 and whose
+    top-1 agreement with fp32 is at least ``min_agreement``."""
+    ref = row(rows, "fp32")["perplexity"]
+    ok = [r for r in rows if r["perplexity"] <= ref * (1 + max_loss_pct / 100)
+          and r["top1_agreement"] >= min_agreement]
+    return max(ok, key=lambda r: r["decode_tok_s"])["precision"]
+
+
+def check_recommendation(choice, rows, max_loss_pct: float = 3.0,
+                         min_agreement: float = 0.9) -> str:
+    """Task 5: the fastest precision within the perplexity and agreement budget."""
+    want = recommended(rows, max_loss_pct, min_agreement)
+    names = [r["precision"] for r in rows]
+    if choice not in names:
+        raise LabCheckError(f"{choice!r} was not measured; choose one of {names}.")
+    r = row(rows, choice)
+    ref = row(rows, "fp32")["perplexity"]
+    loss = 100 * (r["perplexity"] / ref - 1)
+    if choice == want:
+        return _ok(f"{choice}: {r['decode_tok_s']:.1f} tok/s at {loss:+.2f} % perplexity and "
+                   f"{100 * r['top1_agreement']:.0f} % top-1 agreement, the fastest within the "
+                   f"budget in this run.")
+    if loss > max_loss_pct:
+        raise LabCheckError(f"{choice} loses {loss:.1f} % perplexity, over the "
+                            f"{max_loss_pct:g} % budget: filter by perplexity first.")
+    if r["top1_agreement"] < min_agreement:
+        raise LabCheckError(f"{choice} agrees with fp32 on only {100 * r['top1_agreement']:.0f} % "
+                            f"of next tokens (budget {100 * min_agreement:.0f} %): perplexity "
+                            f"alone hides that drift.")
+    raise LabCheckError(f"{choice} is within budget but {want} is faster in this run "
+                        f"({row(rows, want)['decode_tok_s']:.1f} against "
+                        f"{r['decode_tok_s']:.1f} tok/s).")
