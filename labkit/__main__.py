@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="run one of the course's benchmarks")
     bench.add_argument("name", help=f"one of: {', '.join(sorted(BENCHES))}")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark (try --help)")
+    sub.add_parser("serve", help="run the course's inference server (try `serve --help`)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        from labkit.serve import serve_cli
+
+        return serve_cli(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from labkit import doctor as doctor_module

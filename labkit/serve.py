@@ -1,0 +1,806 @@
+"""The course's inference server: FastAPI + uvicorn in front of a
+:class:`labkit.models.LanguageModel`.
+
+What a server adds over a backend, in about 500 lines you can read:
+
+- an OpenAI-compatible subset, ``POST /v1/completions`` (``prompt``, ``max_tokens``,
+  ``temperature``, ``stream`` with server-sent events);
+- ``GET /healthz`` (liveness: the process answers), ``GET /readyz`` (readiness: the model is
+  loaded), ``GET /metrics`` (Prometheus text: requests, latency, time to first token, queue
+  depth, batch size, tokens);
+- **dynamic batching** with Triton's two knobs: requests wait at most ``max_queue_delay_ms``
+  (counted from the oldest waiting request) for others, and at most ``max_batch_size`` run
+  together through one :meth:`~labkit.models.LanguageModel.generate` call;
+- a **bounded queue**: when ``max_queue_size`` requests already wait, the next gets 429 with
+  ``Retry-After``, so overload turns into fast refusals instead of growing latency;
+- validation with messages (422), a body-size limit (413), a prompt-length limit, a
+  per-request timeout (504), and a graceful shutdown that finishes the requests in flight.
+
+Run it with ``python -m labkit serve`` (see ``--help``); it binds to 127.0.0.1 unless told
+otherwise. From Python or a notebook, :func:`start_server` runs it as a subprocess that is
+always stopped (context manager, ``stop()``, and an exit-with-parent watchdog).
+
+The load generator lives in :mod:`labkit.loadgen`; ``python -m labkit bench serve`` is
+:func:`bench_serve_cli`.
+"""
+
+import argparse
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ServerConfig", "create_app", "serve", "serve_cli", "ServerProcess", "start_server",
+           "free_port", "bench_serve", "bench_serve_cli", "MODELS"]
+
+#: model names the server accepts (``--model``)
+MODELS = ("tiny-gpt", "smollm2")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of the server (each is a ``--flag`` of ``python -m labkit serve``).
+
+    Attributes:
+        model: ``"tiny-gpt"`` (default; the course's 0.9 M-parameter model) or ``"smollm2"``.
+        max_batch_size: most requests decoded together; 1 turns batching off (Triton's
+            ``max_batch_size``).
+        max_queue_delay_ms: longest a request waits for others before its batch starts,
+            counted from the oldest waiting request (Triton's ``max_queue_delay_microseconds``,
+            in ms).
+        max_queue_size: requests allowed to wait; one more gets 429.
+        max_tokens_default: ``max_tokens`` when the request gives none.
+        max_tokens_limit: largest ``max_tokens`` accepted.
+        max_prompt_chars: longest prompt accepted, in characters (then the model's context
+            limits it in tokens).
+        max_body_bytes: largest request body accepted (413 above it).
+        request_timeout_s: a request not finished after this many seconds gets 504.
+        threads: PyTorch threads of the inference worker.
+        shutdown_timeout_s: how long a graceful shutdown waits for requests in flight.
+    """
+
+    model: str = "tiny-gpt"
+    max_batch_size: int = 16
+    max_queue_delay_ms: float = 5.0
+    max_queue_size: int = 64
+    max_tokens_default: int = 16
+    max_tokens_limit: int = 128
+    max_prompt_chars: int = 4096
+    max_body_bytes: int = 64 * 1024
+    request_timeout_s: float = 30.0
+    threads: int = 1
+    shutdown_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        for name in ("max_batch_size", "max_queue_size", "max_tokens_default",
+                     "max_tokens_limit", "max_prompt_chars", "max_body_bytes", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("max_queue_delay_ms", "request_timeout_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.max_tokens_default > self.max_tokens_limit:
+            raise ValueError("max_tokens_default must not exceed max_tokens_limit")
+
+
+class RequestError(Exception):
+    """A request the server refuses: HTTP ``status`` and a message that says what to fix."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+def parse_completion_request(body: bytes, config: ServerConfig) -> dict:
+    """Check a ``/v1/completions`` body; return ``prompt``, ``max_tokens``, ``temperature``,
+    ``stream`` and ``seed``, or raise :class:`RequestError` (422) saying what is wrong.
+
+    Fields the server does not implement (OpenAI has many) are ignored, as vLLM does.
+    """
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RequestError(422, f"the body is not valid JSON ({err}); send "
+                                f'{{"prompt": "...", "max_tokens": 16}}') from None
+    if not isinstance(data, dict):
+        raise RequestError(422, f"the body must be a JSON object, got {type(data).__name__}")
+    if "prompt" not in data:
+        raise RequestError(422, "missing field 'prompt' (a non-empty string)")
+    prompt = data["prompt"]
+    if not isinstance(prompt, str):
+        raise RequestError(422, f"'prompt' must be a string, got {type(prompt).__name__} "
+                                f"(lists of prompts are not supported)")
+    if not prompt:
+        raise RequestError(422, "'prompt' is empty; give at least one character")
+    if len(prompt) > config.max_prompt_chars:
+        raise RequestError(422, f"'prompt' has {len(prompt):,} characters; the limit is "
+                                f"{config.max_prompt_chars:,}")
+    max_tokens = data.get("max_tokens", config.max_tokens_default)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise RequestError(422, f"'max_tokens' must be an integer, got {max_tokens!r}")
+    if not 1 <= max_tokens <= config.max_tokens_limit:
+        raise RequestError(422, f"'max_tokens' must be between 1 and "
+                                f"{config.max_tokens_limit}, got {max_tokens}")
+    temperature = data.get("temperature", 0.0)
+    if temperature is None:
+        temperature = 0.0
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not 0 <= temperature <= 2:
+        raise RequestError(422, f"'temperature' must be a number from 0 (greedy) to 2, "
+                                f"got {temperature!r}")
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError(422, f"'stream' must be true or false, got {stream!r}")
+    seed = data.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise RequestError(422, f"'seed' must be a non-negative integer, got {seed!r}")
+    return {"prompt": prompt, "max_tokens": max_tokens, "temperature": float(temperature),
+            "stream": stream, "seed": seed}
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------
+class Metrics:
+    """The server's Prometheus metrics, in their own registry (no global state)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                                       ProcessCollector)
+
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
+        self.requests = Counter("labkit_requests", "Completion requests by HTTP status",
+                                ["status"], registry=r)
+        self.latency = Histogram("labkit_request_latency_seconds",
+                                 "Time from arrival to the last token, successful requests",
+                                 buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
+                                 registry=r)
+        self.ttft = Histogram("labkit_time_to_first_token_seconds",
+                              "Time from arrival to the first generated token",
+                              buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10),
+                              registry=r)
+        self.queue_depth = Gauge("labkit_queue_depth", "Requests waiting for a batch",
+                                 registry=r)
+        self.in_flight = Gauge("labkit_requests_in_flight",
+                               "Requests accepted and not yet answered", registry=r)
+        self.batch_size = Histogram("labkit_batch_size", "Requests per batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
+        self.tokens = Counter("labkit_generated_tokens", "Tokens generated", registry=r)
+        self.tokens_per_s = Gauge("labkit_tokens_per_second",
+                                  "Generated tokens per second of the last batch", registry=r)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+# --------------------------------------------------------------------------------------------
+# the batcher
+# --------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Job:
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int
+    temperature: float
+    seed: int | None
+    arrival: float                       # loop.time()
+    stream: bool = False
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    ids: list = field(default_factory=list)      # written by the worker thread only
+    first_token_at: float | None = None          # loop.time() of the first token
+    cancelled: bool = False
+
+
+class Batcher:
+    """Collects requests into batches (Triton's dynamic batching) and runs them on one worker
+    thread, so the event loop stays free to accept, validate and refuse requests."""
+
+    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+        self.config, self.metrics = config, metrics
+        self.model = None
+        self.pending: collections.deque[_Job] = collections.deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer")
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self, timeout_s: float) -> None:
+        """Finish the waiting requests (at most ``timeout_s``), then stop the worker."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- submit ------------------------------------------------------------------------------
+    def submit(self, job: _Job) -> None:
+        """Queue a job, or raise :class:`RequestError` 429 (queue full) / 503 (stopping)."""
+        if self._stopping:
+            raise RequestError(503, "the server is shutting down; retry on another replica",
+                               {"Retry-After": "1"})
+        if len(self.pending) >= self.config.max_queue_size:
+            raise RequestError(429, f"the queue is full ({self.config.max_queue_size} requests "
+                                    f"waiting); retry later", {"Retry-After": "1"})
+        self.pending.append(job)
+        self.metrics.queue_depth.set(len(self.pending))
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.config.max_queue_delay_ms / 1e3
+        while True:
+            while not self.pending:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            # wait for more requests: until the batch is full or the oldest waited `delay`
+            deadline = self.pending[0].arrival + delay
+            while len(self.pending) < self.config.max_batch_size and not self._stopping:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch = self._take_batch()
+            self.metrics.queue_depth.set(len(self.pending))
+            if not batch:
+                continue
+            self.metrics.batch_size.observe(len(batch))
+            self.batches += 1
+            try:
+                await loop.run_in_executor(self._executor, self._run_batch, batch, loop)
+            except Exception as err:  # noqa: BLE001 - every request of the batch gets the error
+                for job in batch:
+                    job.events.put_nowait(("error", f"generation failed: {err}"))
+
+    def _take_batch(self) -> list[_Job]:
+        """Up to ``max_batch_size`` waiting jobs that can share one ``generate`` call: the same
+        temperature and seed, and the longest prompt plus the largest ``max_tokens`` within
+        the context. Cancelled jobs are dropped; the others keep their order."""
+        ctx = self.model.context_length
+        batch: list[_Job] = []
+        keep: collections.deque[_Job] = collections.deque()
+        while self.pending:
+            job = self.pending.popleft()
+            if job.cancelled:
+                continue
+            if len(batch) < self.config.max_batch_size and (not batch or (
+                    job.temperature == batch[0].temperature and job.seed == batch[0].seed
+                    and max(j.prompt_tokens for j in batch + [job])
+                    + max(j.max_tokens for j in batch + [job]) <= ctx)):
+                batch.append(job)
+            else:
+                keep.append(job)
+        self.pending = keep
+        return batch
+
+    def _run_batch(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: one ``generate`` call; each token goes to its request's queue."""
+        eos = self.model.tokenizer.eos_id
+        started = time.perf_counter()
+
+        def on_token(step: int, ids: list) -> None:
+            # Non-streaming requests only collect their ids here; streaming ones get one event
+            # per token, handed to the event loop in one call per step (cheap for the loop).
+            now = loop.time()
+            streamed = []
+            for job, token in zip(batch, ids, strict=True):
+                if token is None or len(job.ids) >= job.max_tokens or job.cancelled:
+                    continue
+                job.ids.append(token)
+                if job.first_token_at is None:
+                    job.first_token_at = now
+                    self.metrics.ttft.observe(now - job.arrival)
+                if job.stream:
+                    streamed.append((job, token))
+            if streamed:
+                loop.call_soon_threadsafe(_deliver, streamed, now)
+
+        gen = self.model.generate([j.prompt for j in batch], max(j.max_tokens for j in batch),
+                                  temperature=batch[0].temperature, seed=batch[0].seed,
+                                  on_token=on_token, threads=self.config.threads)
+        elapsed = time.perf_counter() - started
+        produced = sum(len(j.ids) for j in batch)
+        self.metrics.tokens.inc(produced)
+        if elapsed > 0:
+            self.metrics.tokens_per_s.set(produced / elapsed)
+        for job, ids in zip(batch, gen.token_ids, strict=True):
+            reason = "stop" if eos is not None and eos in ids[:job.max_tokens] else "length"
+            loop.call_soon_threadsafe(job.events.put_nowait, ("done", reason))
+
+
+def _deliver(items: list, now: float) -> None:
+    for job, token in items:
+        job.events.put_nowait(("token", token, now))
+
+
+# --------------------------------------------------------------------------------------------
+# the app
+# --------------------------------------------------------------------------------------------
+def _error(status: int, message: str, headers: dict | None = None):
+    from fastapi.responses import JSONResponse
+
+    kind = {429: "rate_limit_error", 503: "unavailable", 504: "timeout"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error")
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}},
+                        status_code=status, headers=headers)
+
+
+async def _read_body(request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes without reading it all."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise RequestError(400, f"bad Content-Length header {length!r}") from None
+        if declared > limit:
+            raise RequestError(413, f"the body is {declared:,} bytes; the limit is {limit:,} "
+                                    f"bytes (shorten the prompt)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body is over the limit of {limit:,} bytes "
+                                    f"(shorten the prompt)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(config: ServerConfig | None = None, model=None):
+    """The FastAPI application.
+
+    Args:
+        config: :class:`ServerConfig` (default settings when None).
+        model: an already loaded :class:`~labkit.models.LanguageModel` (tests pass one); when
+            None the model named in ``config`` is loaded in the background at start-up and
+            ``/readyz`` answers 503 until it is.
+
+    The app's ``state`` holds ``config``, ``metrics`` and ``batcher``.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+    config = config or ServerConfig()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher = Batcher(config, metrics)
+        app.state.batcher = batcher
+        loader = None
+        if model is not None:
+            batcher.model = model
+        else:
+            async def load():
+                from labkit.models import load_model
+
+                batcher.model = await asyncio.to_thread(load_model, config.model)
+            loader = asyncio.create_task(load())
+        batcher.start()
+        try:
+            yield
+        finally:
+            if loader is not None and not loader.done():
+                loader.cancel()
+            await batcher.stop(config.shutdown_timeout_s)
+
+    app = FastAPI(title="labkit inference server", lifespan=lifespan)
+    app.state.config, app.state.metrics = config, metrics
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request):
+        batcher = request.app.state.batcher
+        if batcher.model is None:
+            return JSONResponse({"status": "loading", "model": config.model}, status_code=503)
+        return {"status": "ready", "model": batcher.model.name,
+                "max_batch_size": config.max_batch_size,
+                "max_queue_delay_ms": config.max_queue_delay_ms}
+
+    @app.get("/metrics")
+    async def metrics_endpoint():
+        return PlainTextResponse(metrics.render(),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        loop = asyncio.get_running_loop()
+        arrival = loop.time()
+        batcher: Batcher = request.app.state.batcher
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+            params = parse_completion_request(body, config)
+            lm = batcher.model
+            if lm is None:
+                raise RequestError(503, "the model is still loading; wait for /readyz",
+                                   {"Retry-After": "1"})
+            prompt_tokens = len(lm.encode(params["prompt"]))
+            if prompt_tokens + params["max_tokens"] > lm.context_length:
+                raise RequestError(422, f"the prompt has {prompt_tokens} tokens; with max_tokens "
+                                        f"{params['max_tokens']} that exceeds the context of "
+                                        f"{lm.context_length} tokens")
+            job = _Job(params["prompt"], prompt_tokens, params["max_tokens"],
+                       params["temperature"], params["seed"], arrival, params["stream"])
+            batcher.submit(job)
+        except RequestError as err:
+            metrics.requests.labels(str(err.status)).inc()
+            return _error(err.status, err.message, err.headers)
+        metrics.in_flight.inc()
+        rid = f"cmpl-{uuid.uuid4().hex[:16]}"
+        created = int(time.time())
+        deadline = arrival + config.request_timeout_s
+
+        async def next_event():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            return await asyncio.wait_for(job.events.get(), remaining)
+
+        def finish(status: int, first_token_at: float | None) -> None:
+            metrics.in_flight.dec()
+            metrics.requests.labels(str(status)).inc()
+            if status == 200:
+                metrics.latency.observe(loop.time() - arrival)
+
+        def chunk(text: str, reason: str | None) -> dict:
+            return {"id": rid, "object": "text_completion", "created": created,
+                    "model": lm.name, "choices": [{"index": 0, "text": text,
+                                                   "finish_reason": reason}]}
+
+        if params["stream"]:
+            from labkit.models import _IncrementalDetokenizer
+
+            async def sse():
+                detok = _IncrementalDetokenizer(lm.tokenizer)
+                status, first = 200, None
+                try:
+                    while True:
+                        try:
+                            event = await next_event()
+                        except asyncio.TimeoutError:
+                            job.cancelled, status = True, 504
+                            payload = {"error": {"message": "request timed out after "
+                                                 f"{config.request_timeout_s} s", "code": 504}}
+                            yield f"data: {json.dumps(payload)}\n\n"
+                            break
+                        if event[0] == "token":
+                            first = event[2] if first is None else first
+                            piece = detok.push(event[1])
+                            if piece:
+                                yield f"data: {json.dumps(chunk(piece, None))}\n\n"
+                        elif event[0] == "done":
+                            yield f"data: {json.dumps(chunk('', event[1]))}\n\n"
+                            break
+                        else:
+                            status = 500
+                            yield f"data: {json.dumps({'error': {'message': event[1]}})}\n\n"
+                            break
+                    yield "data: [DONE]\n\n"
+                finally:
+                    job.cancelled = job.cancelled or status != 200
+                    finish(status, first)
+
+            return StreamingResponse(sse(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+
+        first = None
+        try:
+            while True:
+                event = await next_event()
+                if event[0] == "done":
+                    reason = event[1]
+                    break
+                if event[0] == "error":
+                    finish(500, first)
+                    return _error(500, event[1])
+        except asyncio.TimeoutError:
+            job.cancelled = True
+            finish(504, first)
+            return _error(504, f"the request did not finish within {config.request_timeout_s} s "
+                               f"(server --request-timeout-s); lower max_tokens or retry")
+        except asyncio.CancelledError:      # the client went away
+            job.cancelled = True
+            finish(499, first)
+            raise
+        ids = list(job.ids)
+        finish(200, first)
+        body = chunk(lm.decode(ids), reason)
+        body["usage"] = {"prompt_tokens": job.prompt_tokens, "completion_tokens": len(ids),
+                         "total_tokens": job.prompt_tokens + len(ids)}
+        return body
+
+    return app
+
+
+# --------------------------------------------------------------------------------------------
+# running it
+# --------------------------------------------------------------------------------------------
+def _watch_parent(parent: int) -> None:
+    """Stop this server (SIGTERM, graceful) when the process that started it is gone."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def serve(config: ServerConfig | None = None, host: str = "127.0.0.1", port: int = 8000, *,
+          exit_with_parent: bool = False, log_level: str = "warning") -> None:
+    """Run the server in this process until SIGINT/SIGTERM (then finish requests in flight)."""
+    import uvicorn
+
+    config = config or ServerConfig()
+    # The inference thread and the event loop share the GIL; a shorter switch interval lets
+    # the loop read, validate and refuse requests while a batch decodes.
+    sys.setswitchinterval(float(os.environ.get("LABKIT_SWITCH_INTERVAL_S", "0.001")))
+    if exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    uv = uvicorn.Config(create_app(config), host=host, port=port, log_level=log_level,
+                        timeout_graceful_shutdown=config.shutdown_timeout_s,
+                        access_log=False, backlog=2048)
+    uvicorn.Server(uv).run()
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = ServerConfig()
+    p = argparse.ArgumentParser(prog="python -m labkit serve",
+                                description="Run the course's inference server.")
+    p.add_argument("--model", choices=MODELS, default=d.model)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
+                   help="1 turns batching off")
+    p.add_argument("--max-queue-delay-ms", type=float, default=d.max_queue_delay_ms)
+    p.add_argument("--max-queue-size", type=int, default=d.max_queue_size)
+    p.add_argument("--max-tokens-limit", type=int, default=d.max_tokens_limit)
+    p.add_argument("--max-prompt-chars", type=int, default=d.max_prompt_chars)
+    p.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s)
+    p.add_argument("--threads", type=int, default=d.threads, help="PyTorch threads")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop when the process that started the server exits")
+    p.add_argument("--log-level", default="warning")
+    return p
+
+
+def serve_cli(argv: list[str]) -> int:
+    """``python -m labkit serve [--model …] [--port …] [--max-batch-size …]``."""
+    args = _parser().parse_args(argv)
+    try:
+        config = ServerConfig(model=args.model, max_batch_size=args.max_batch_size,
+                              max_queue_delay_ms=args.max_queue_delay_ms,
+                              max_queue_size=args.max_queue_size,
+                              max_tokens_limit=args.max_tokens_limit,
+                              max_prompt_chars=args.max_prompt_chars,
+                              request_timeout_s=args.request_timeout_s, threads=args.threads,
+                              max_tokens_default=min(16, args.max_tokens_limit))
+    except ValueError as err:
+        print(f"labkit serve: {err}", file=sys.stderr)
+        return 2
+    serve(config, args.host, args.port, exit_with_parent=args.exit_with_parent,
+          log_level=args.log_level)
+    return 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+class ServerProcess:
+    """The server running as a subprocess on 127.0.0.1; stop it with :meth:`stop` or use it as
+    a context manager. It also stops when this Python process exits (atexit) or dies (the
+    server's exit-with-parent watchdog).
+
+    Attributes: ``url`` (``http://127.0.0.1:PORT``), ``port``, ``pid``, ``options``.
+    """
+
+    def __init__(self, port: int | None = None, **options) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.options = options
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, ready_timeout_s: float = 60.0) -> "ServerProcess":
+        """Start it and wait until ``/readyz`` answers 200; raise RuntimeError (with the log)
+        if it does not within ``ready_timeout_s``."""
+        import httpx
+
+        cmd = [sys.executable, "-m", "labkit", "serve", "--port", str(self.port),
+               "--exit-with-parent"]
+        for key, value in self.options.items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="labkit-serve-", suffix=".log",
+                                                delete=False)
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env)
+        _LIVE.add(self)
+        deadline = time.monotonic() + ready_timeout_s
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    log = self.log()
+                    self.stop()
+                    raise RuntimeError(f"the server exited with code {self.proc.returncode}:\n"
+                                       f"{log}")
+                try:
+                    if client.get(self.url + "/readyz").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        log = self.log()
+        self.stop()
+        raise RuntimeError(f"the server was not ready after {ready_timeout_s} s:\n{log}")
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        if self._log is None:
+            return ""
+        try:
+            return Path(self._log.name).read_text()
+        except OSError:
+            return ""
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process, from /proc (Linux)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("VmRSS not found")
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM (graceful: requests in flight finish), then SIGKILL after ``timeout_s``.
+        Returns the exit code; safe to call twice."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._log.name)
+            self._log = None
+        _LIVE.discard(self)
+        return self.proc.returncode if self.proc else None
+
+    def __enter__(self) -> "ServerProcess":
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running() else "stopped"
+        return f"ServerProcess({self.url}, pid {self.pid}, {state}, {self.options})"
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        server.stop(5.0)
+
+
+def start_server(**options) -> "ServerProcess":
+    """Start ``python -m labkit serve`` with ``options`` (``max_batch_size=1`` …) as a
+    subprocess on a free port and wait until it is ready. Use ``with start_server() as s:`` or
+    call ``s.stop()`` in a ``finally``."""
+    return ServerProcess(**options).start()
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------------------------
+def bench_serve(clients: int = 16, requests: int = 192, max_tokens: int = 32,
+                max_batch_size: int = 16, threads: int = 1, stream: bool = False) -> dict:
+    """Throughput of ``clients`` closed-loop clients against the server with batching off
+    (``max_batch_size=1``) and on; each server is started for it and always stopped."""
+    from labkit.loadgen import closed_loop
+
+    results = {}
+    for label, bs in (("unbatched", 1), ("batched", max_batch_size)):
+        with start_server(max_batch_size=bs, threads=threads,
+                          max_queue_size=max(64, 2 * clients)) as server:
+            closed_loop(server.url, clients=clients, requests=2 * clients,
+                        max_tokens=max_tokens)                         # warm-up
+            results[label] = closed_loop(server.url, clients=clients, requests=requests,
+                                         max_tokens=max_tokens, stream=stream)
+    un, ba = results["unbatched"], results["batched"]
+    errors = {f"{k}:{s}": n for k, r in results.items() for s, n in r.errors.items()}
+    return {"clients": clients, "requests": requests, "max_tokens": max_tokens,
+            "max_batch_size": max_batch_size, "threads": threads,
+            "unbatched_rps": un.rps, "batched_rps": ba.rps, "ratio": ba.rps / un.rps,
+            "p50_ms_unbatched": un.p50_ms, "p50_ms_batched": ba.p50_ms,
+            "p95_ms_unbatched": un.p95_ms, "p95_ms_batched": ba.p95_ms,
+            "errors": sum(errors.values()), "errors_by_status": errors}
+
+
+def bench_serve_cli(argv: list[str]) -> int:
+    """``python -m labkit bench serve [--json]``: batching off vs on at 16 clients."""
+    p = argparse.ArgumentParser(prog="python -m labkit bench serve",
+                                description=bench_serve.__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--requests", type=int, default=192, help="measured requests per setting")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--max-batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    result = bench_serve(args.clients, args.requests, args.max_tokens, args.max_batch_size,
+                         args.threads)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.clients} clients, {args.max_tokens} tokens each: "
+              f"unbatched {result['unbatched_rps']:.1f} req/s (p95 "
+              f"{result['p95_ms_unbatched']:.0f} ms), batched {result['batched_rps']:.1f} "
+              f"req/s (p95 {result['p95_ms_batched']:.0f} ms): {result['ratio']:.1f}x; "
+              f"errors {result['errors']}")
+    return 0 if result["errors"] == 0 else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(serve_cli(sys.argv[1:]))

@@ -1,0 +1,345 @@
+"""Tests of labkit.serve (the inference server) and labkit.loadgen (its load generator).
+
+Most tests talk to the app in-process through FastAPI's TestClient with the tiny model; one
+test starts the real server as a subprocess on 127.0.0.1 and loads it.
+"""
+
+import asyncio
+import json
+import signal
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from labkit import loadgen, serve  # noqa: E402
+from labkit.models import load_tiny_gpt  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_tiny_gpt()
+
+
+def client_for(model, **config):
+    from fastapi.testclient import TestClient
+
+    return TestClient(serve.create_app(serve.ServerConfig(**config), model=model))
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with client_for(model) as c:
+        yield c
+
+
+def post(client, body, **kw):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post("/v1/completions", content=data,
+                       headers={"content-type": "application/json"}, **kw)
+
+
+# -- endpoints --------------------------------------------------------------------------------
+def test_health_and_ready(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model"] == "tiny-gpt"
+
+
+def test_not_ready_while_loading(client):
+    batcher = client.app.state.batcher
+    lm, batcher.model = batcher.model, None
+    try:
+        assert client.get("/readyz").status_code == 503
+        r = post(client, {"prompt": "The pod"})
+        assert r.status_code == 503 and "loading" in r.json()["error"]["message"]
+    finally:
+        batcher.model = lm
+    assert client.get("/readyz").status_code == 200
+
+
+def test_completion_matches_the_model(client, model):
+    r = post(client, {"prompt": "The pod", "max_tokens": 8})
+    assert r.status_code == 200
+    body = r.json()
+    want = model.generate("The pod", 8).text
+    assert body["object"] == "text_completion" and body["choices"][0]["text"] == want
+    assert body["choices"][0]["finish_reason"] in ("length", "stop")
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == len(model.encode("The pod"))
+    assert 1 <= usage["completion_tokens"] <= 8
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_sampling_with_seed_is_reproducible(client):
+    body = {"prompt": "A node", "max_tokens": 12, "temperature": 1.0, "seed": 3}
+    assert post(client, body).json()["choices"][0]["text"] == \
+        post(client, body).json()["choices"][0]["text"]
+
+
+def test_streaming_sends_events_then_done(client):
+    plain = post(client, {"prompt": "The pod", "max_tokens": 10}).json()["choices"][0]["text"]
+    with client.stream("POST", "/v1/completions",
+                       json={"prompt": "The pod", "max_tokens": 10, "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    assert "".join(e["choices"][0]["text"] for e in events) == plain
+    assert events[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+    assert all(e["choices"][0]["finish_reason"] is None for e in events[:-1])
+
+
+def test_metrics_are_prometheus_text(client):
+    post(client, {"prompt": "The pod", "max_tokens": 4})
+    text = client.get("/metrics").text
+    for name in ("labkit_requests_total", "labkit_request_latency_seconds_bucket",
+                 "labkit_time_to_first_token_seconds_count", "labkit_queue_depth",
+                 "labkit_batch_size_bucket", "labkit_generated_tokens_total",
+                 "labkit_tokens_per_second", "labkit_requests_in_flight",
+                 "process_resident_memory_bytes"):
+        assert name in text, name
+    assert 'labkit_requests_total{status="200"}' in text
+
+
+# -- malformed requests: every one gets a 4xx with a message -----------------------------------
+BAD = [
+    (b"this is not json", 422, "not valid JSON"),
+    (b"", 422, "not valid JSON"),
+    (b"\xff\xfe", 422, "not valid JSON"),
+    ([1, 2], 422, "JSON object"),
+    ({}, 422, "missing field 'prompt'"),
+    ({"max_tokens": 4}, 422, "missing field 'prompt'"),
+    ({"prompt": 42}, 422, "'prompt' must be a string"),
+    ({"prompt": ["a", "b"]}, 422, "'prompt' must be a string"),
+    ({"prompt": None}, 422, "'prompt' must be a string"),
+    ({"prompt": ""}, 422, "'prompt' is empty"),
+    ({"prompt": "hi", "max_tokens": "8"}, 422, "'max_tokens' must be an integer"),
+    ({"prompt": "hi", "max_tokens": 8.5}, 422, "'max_tokens' must be an integer"),
+    ({"prompt": "hi", "max_tokens": True}, 422, "'max_tokens' must be an integer"),
+    ({"prompt": "hi", "max_tokens": 0}, 422, "between 1 and"),
+    ({"prompt": "hi", "max_tokens": -5}, 422, "between 1 and"),
+    ({"prompt": "hi", "max_tokens": 10_000}, 422, "between 1 and"),
+    ({"prompt": "hi", "temperature": "hot"}, 422, "'temperature'"),
+    ({"prompt": "hi", "temperature": -1}, 422, "'temperature'"),
+    ({"prompt": "hi", "temperature": 5}, 422, "'temperature'"),
+    ({"prompt": "hi", "stream": "yes"}, 422, "'stream' must be true or false"),
+    ({"prompt": "hi", "seed": -1}, 422, "'seed'"),
+    ({"prompt": "x" * 5000}, 422, "characters; the limit is"),
+    ({"prompt": "pods and nodes " * 270, "max_tokens": 8}, 422, "exceeds the context"),
+    ({"prompt": "x" * 1_000_000}, 413, "the limit is"),
+]
+
+
+@pytest.mark.parametrize("body, status, message", BAD,
+                         ids=[f"{i}-{s}" for i, (_, s, _) in enumerate(BAD)])
+def test_malformed_requests_get_a_4xx_with_a_message(client, body, status, message):
+    r = post(client, body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert message in error["message"] and error["code"] == status
+
+
+def test_one_megabyte_body_is_refused_without_a_content_length(client):
+    def chunks():
+        for _ in range(16):
+            yield b"x" * 65536
+    r = client.post("/v1/completions", content=chunks(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+
+def test_unknown_path_and_method(client):
+    assert client.get("/v1/completions").status_code == 405
+    assert client.get("/nope").status_code == 404
+
+
+def test_refusals_are_counted(client):
+    post(client, b"nope")
+    assert 'labkit_requests_total{status="422"}' in client.get("/metrics").text
+
+
+# -- queue, timeout, batching -------------------------------------------------------------------
+def test_timeout_answers_504(model):
+    with client_for(model, request_timeout_s=0.0) as c:
+        r = post(c, {"prompt": "The pod", "max_tokens": 4})
+        assert r.status_code == 504 and "did not finish" in r.json()["error"]["message"]
+        with c.stream("POST", "/v1/completions",
+                      json={"prompt": "The pod", "max_tokens": 4, "stream": True}) as r:
+            text = "".join(r.iter_lines())
+        assert "timed out" in text
+
+
+def make_job(prompt_tokens=2, max_tokens=4, temperature=0.0, seed=None, stream=False):
+    return serve._Job("The pod", prompt_tokens, max_tokens, temperature, seed, 0.0, stream)
+
+
+def test_full_queue_answers_429():
+    async def scenario():
+        config = serve.ServerConfig(max_queue_size=2)
+        batcher = serve.Batcher(config, serve.Metrics())
+        batcher.submit(make_job())
+        batcher.submit(make_job())
+        with pytest.raises(serve.RequestError) as err:
+            batcher.submit(make_job())
+        assert err.value.status == 429 and err.value.headers["Retry-After"] == "1"
+        assert "queue is full" in err.value.message
+        batcher._stopping = True
+        with pytest.raises(serve.RequestError) as err:
+            batcher.submit(make_job())
+        assert err.value.status == 503
+        batcher._executor.shutdown()
+    asyncio.run(scenario())
+
+
+def test_full_queue_answers_429_over_http(model):
+    config = dict(max_batch_size=1, max_queue_size=1, max_tokens_limit=200)
+    with client_for(model, **config) as c:
+        statuses = []
+
+        def call():
+            statuses.append(post(c, {"prompt": "The pod", "max_tokens": 200}).status_code)
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert 429 in statuses and 200 in statuses and set(statuses) <= {200, 429}
+
+
+def test_batches_group_compatible_requests(model):
+    async def scenario():
+        config = serve.ServerConfig(max_batch_size=3)
+        batcher = serve.Batcher(config, serve.Metrics())
+        batcher.model = model
+        a, b, c = make_job(), make_job(temperature=1.0), make_job()
+        d, e = make_job(), make_job(prompt_tokens=250, max_tokens=8)
+        dead = make_job()
+        dead.cancelled = True
+        batcher.pending.extend([a, dead, b, c, e, d])
+        assert batcher._take_batch() == [a, c, d]          # same temperature, fits the context
+        assert list(batcher.pending) == [b, e]              # the rest keep their order
+        assert batcher._take_batch() == [b]
+        assert batcher._take_batch() == [e]
+        batcher._executor.shutdown()
+    asyncio.run(scenario())
+
+
+def test_dynamic_batching_batches_concurrent_requests(model):
+    with client_for(model, max_batch_size=8, max_queue_delay_ms=200) as c:
+        results = []
+
+        def call():
+            results.append(post(c, {"prompt": "The pod", "max_tokens": 4}).status_code)
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        batches = c.app.state.batcher.batches
+        metrics = c.get("/metrics").text
+    assert results == [200] * 8
+    assert batches < 8, "8 concurrent requests within the queue delay share batches"
+    assert "labkit_batch_size_count" in metrics
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="model"):
+        serve.ServerConfig(model="gpt-9")
+    with pytest.raises(ValueError, match="max_batch_size"):
+        serve.ServerConfig(max_batch_size=0)
+    with pytest.raises(ValueError, match="max_queue_delay_ms"):
+        serve.ServerConfig(max_queue_delay_ms=-1)
+
+
+def test_cli(capsys):
+    from labkit.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--help"])
+    assert exit_.value.code == 0 and "--max-batch-size" in capsys.readouterr().out
+    assert serve.serve_cli(["--max-batch-size", "0"]) == 2
+
+
+# -- load generator -----------------------------------------------------------------------------
+def test_percentile_and_result():
+    assert loadgen.percentile([1, 2, 3, 4], 50) == 2.5
+    assert loadgen.percentile([5], 99) == 5
+    r = loadgen.LoadResult("closed", 2, 2.0, statuses=[200, 200, 429, 0],
+                           latencies_s=[0.1, 0.3], tokens=10)
+    assert r.ok == 2 and r.rps == 1.0 and r.errors == {0: 1, 429: 1}
+    assert r.p50_ms == pytest.approx(200) and r.tokens_per_s == 5
+    assert "closed loop" in str(r) and r.as_dict()["errors"] == {0: 1, 429: 1}
+    with pytest.raises(ValueError):
+        loadgen.closed_loop("http://127.0.0.1:1", clients=0)
+    with pytest.raises(ValueError):
+        loadgen.open_loop("http://127.0.0.1:1", rate=0)
+
+
+def test_real_server_load_and_graceful_shutdown():
+    """The subprocess server: loads, 429s under overload, finishes in-flight requests on
+    SIGTERM, and leaves no process behind."""
+    server = serve.start_server(max_batch_size=4, max_queue_size=4, max_tokens_limit=200)
+    try:
+        closed = loadgen.closed_loop(server.url, clients=4, requests=12, max_tokens=8,
+                                     stream=True)
+        assert closed.ok == 12 and len(closed.ttfts_s) == 12 and closed.rps > 0
+        over = loadgen.open_loop(server.url, rate=400, duration_s=0.5, max_tokens=64)
+        assert 429 in over.errors and not any(s >= 500 for s in over.errors)
+        # graceful shutdown: requests in flight when SIGTERM arrives still get their answer
+        box = {}
+        thread = threading.Thread(target=lambda: box.update(r=loadgen.closed_loop(
+            server.url, clients=4, requests=4, max_tokens=150)))
+        thread.start()
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        thread.join(60)
+        assert box["r"].ok == 4, box["r"]
+        assert server.proc.wait(30) in (0, -signal.SIGTERM)   # uvicorn re-raises the signal
+    finally:
+        server.stop()
+    assert not server.running()
+
+
+# -- the lab's checks ---------------------------------------------------------------------------
+def test_lab_checks_accept_right_answers_and_explain_wrong_ones():
+    from labkit.check import LabCheckError
+    from labkit.check import serving as check
+
+    assert "tokens/s" in check.check_tokens_per_s(320.0, 32, 0.1)
+    with pytest.raises(LabCheckError, match="seconds per token"):
+        check.check_tokens_per_s(0.1 / 32, 32, 0.1)
+    off = loadgen.LoadResult("closed", 16, 4.0, statuses=[200] * 40, latencies_s=[1.0] * 40)
+    on = loadgen.LoadResult("closed", 16, 1.0, statuses=[200] * 40, latencies_s=[0.25] * 40)
+    assert "4.0x" in check.check_speedup(4.0, off, on)
+    with pytest.raises(LabCheckError, match="upside down"):
+        check.check_speedup(0.25, off, on)
+    text = "labkit_batch_size_sum 96.0\nlabkit_batch_size_count 24.0\n"
+    assert check.metric_value(text, "labkit_batch_size_sum") == 96
+    assert "4.0 requests per batch" in check.check_mean_batch(4.0, text)
+    with pytest.raises(LabCheckError, match="upside down"):
+        check.check_mean_batch(0.25, text)
+    over = loadgen.LoadResult("open", 100, 3.0, statuses=[200] * 3 + [429])
+    assert "25%" in check.check_refused_share(0.25, over)
+    with pytest.raises(LabCheckError, match="percentage"):
+        check.check_refused_share(25, over)
+
+    class Resp:
+        def __init__(self, status, message):
+            self.status_code, self._m, self.text = status, message, message
+
+        def json(self):
+            return {"error": {"message": self._m}}
+    assert "2 bad requests" in check.check_bad_requests(
+        {"a": Resp(422, "missing field 'prompt'"), "b": Resp(413, "the body is too big")})
+    with pytest.raises(LabCheckError, match="4xx"):
+        check.check_bad_requests({"a": Resp(500, "boom boom boom")})
+    check.check_knob_map({"max_batch_size (vLLM)": "--max-num-seqs",
+                          "max_queue_delay_ms (Triton)": "max_queue_delay_microseconds"})
+    with pytest.raises(LabCheckError, match="vLLM"):
+        check.check_knob_map({"max_batch_size (vLLM)": "max_batch_size"})
