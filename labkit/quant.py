@@ -115,9 +115,8 @@ def _as_2d(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     return x.reshape(-1, x.shape[-1]), x.shape[:-1]
 
 
-class Int8WeightOnlyLinear(nn.Module):
-    """``y = x @ (q * scale)^T``: int8 weights with one scale per output row; activations stay
-    floating point (bf16 inside the kernel). Reads 1 byte per weight instead of 4."""
+class _Int8PerChannelWeights(nn.Module):
+    """Holds a weight as int8 (``qweight``) with one fp32 scale per output row (``scale``)."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
@@ -125,7 +124,15 @@ class Int8WeightOnlyLinear(nn.Module):
         q, scale = quantize_int8_per_channel(weight)
         self.register_buffer("qweight", q.contiguous())
         self.register_buffer("scale", scale)
-        self.register_buffer("_scale_bf16", scale.to(torch.bfloat16), persistent=False)
+
+
+class Int8WeightOnlyLinear(_Int8PerChannelWeights):
+    """``y = x @ (q * scale)^T``: int8 weights with one scale per output row; activations stay
+    floating point (bf16 inside the kernel). Reads 1 byte per weight instead of 4."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__(weight)
+        self.register_buffer("_scale_bf16", self.scale.to(torch.bfloat16), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2, lead = _as_2d(x)
@@ -141,19 +148,12 @@ class Int8WeightOnlyLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per channel"
 
 
-class Int8DynamicLinear(nn.Module):
+class Int8DynamicLinear(_Int8PerChannelWeights):
     """int8 weights per output channel *and* int8 activations, quantized on the fly with one
     scale per token (``scale_x = max|x_row| / 127``). The product is an integer matrix product
     (``torch._int_mm``, int32 accumulation) rescaled by ``scale_x * scale_w``. Fast, but one
     large activation value (an outlier channel) stretches ``scale_x`` and rounds every small
     value of that token to zero: see the lab."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.out_features, self.in_features = weight.shape
-        q, scale = quantize_int8_per_channel(weight)
-        self.register_buffer("qweight", q.contiguous())
-        self.register_buffer("scale", scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2, lead = _as_2d(x.float())
