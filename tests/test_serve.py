@@ -42,6 +42,20 @@ def post(client, body, **kw):
     return client.post("/v1/completions", content=data,
                        headers={"content-type": "application/json"}, **kw)
 
+def post_concurrently(client, body: dict, n: int) -> list[int]:
+    """Send ``body`` ``n`` times at once, from ``n`` threads; return the status codes."""
+    statuses = []
+
+    def call():
+        statuses.append(post(client, body).status_code)
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
 
 # -- endpoints --------------------------------------------------------------------------------
 def test_health_and_ready(client):
@@ -200,15 +214,7 @@ def test_full_queue_answers_429():
 def test_full_queue_answers_429_over_http(model):
     config = dict(max_batch_size=1, max_queue_size=1, max_tokens_limit=200)
     with client_for(model, **config) as c:
-        statuses = []
-
-        def call():
-            statuses.append(post(c, {"prompt": "The pod", "max_tokens": 200}).status_code)
-        threads = [threading.Thread(target=call) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        statuses = post_concurrently(c, {"prompt": "The pod", "max_tokens": 200}, 8)
     assert 429 in statuses and 200 in statuses and set(statuses) <= {200, 429}
 
 
@@ -232,15 +238,7 @@ def test_batches_group_compatible_requests(model):
 
 def test_dynamic_batching_batches_concurrent_requests(model):
     with client_for(model, max_batch_size=8, max_queue_delay_ms=200) as c:
-        results = []
-
-        def call():
-            results.append(post(c, {"prompt": "The pod", "max_tokens": 4}).status_code)
-        threads = [threading.Thread(target=call) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = post_concurrently(c, {"prompt": "The pod", "max_tokens": 4}, 8)
         batches = c.app.state.batcher.batches
         metrics = c.get("/metrics").text
     assert results == [200] * 8
