@@ -1,0 +1,88 @@
+"""labkit.backends: export to ONNX, run in ONNX Runtime, compare with PyTorch."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from labkit import backends, models, zoo
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    tiny = models.load_tiny_gpt()
+    tokens = torch.tensor([tiny.encode("A Kubernetes node runs pods")])
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    dims = {"tokens": {0: torch.export.Dim("batch", max=32),
+                       1: torch.export.Dim("seq", max=tiny.context_length)}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # the export must not leak warnings
+        exported = backends.export_onnx(tiny.net, (tokens,), path, input_names=["tokens"],
+                                        output_names=["logits"], dynamic_shapes=dims)
+    return tiny, exported
+
+
+def test_export_writes_one_checked_file(tiny_export):
+    _, exported = tiny_export
+    assert exported.path.is_file() and exported.bytes == exported.path.stat().st_size
+    assert not list(exported.path.parent.glob("*.data"))      # weights inside the one file
+    assert exported.seconds > 0 and exported.opset >= 18 and exported.n_nodes > 10
+
+
+def test_onnx_runtime_agrees_with_eager_on_other_shapes(tiny_export):
+    tiny, exported = tiny_export
+    session = backends.onnx_session(exported.path, threads=1)
+    assert session.provider == "CPUExecutionProvider" or torch.cuda.is_available()
+    assert session.input_names == ["tokens"] and session.output_names == ["logits"]
+    for shape in ((1, 5), (3, 40)):                       # dynamic batch and sequence
+        tokens = torch.randint(0, tiny.config.vocab_size, shape,
+                               generator=torch.Generator().manual_seed(shape[1]))
+        with torch.inference_mode():
+            expected = tiny.net(tokens)
+        got = session.run(tokens=tokens)
+        assert got.shape == tuple(expected.shape)
+        assert backends.max_abs_diff(got, expected) < 1e-4
+
+
+def test_session_input_errors(tiny_export, tmp_path):
+    _, exported = tiny_export
+    session = backends.onnx_session(exported.path)
+    with pytest.raises(ValueError, match="missing"):
+        session.run(ids=np.zeros((1, 3), dtype=np.int64))
+    with pytest.raises(FileNotFoundError, match="export_onnx"):
+        backends.onnx_session(tmp_path / "nothing.onnx")
+    with pytest.raises(ValueError, match="threads"):
+        backends.onnx_session(exported.path, threads=0)
+
+
+def test_export_argument_errors(tmp_path):
+    model = zoo.transformer_lm(vocab_size=50, d_model=16, n_layers=1, n_heads=2, context=8)
+    tokens = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="does not exist"):
+        backends.export_onnx(model, (tokens,), tmp_path / "no" / "m.onnx",
+                             input_names=["tokens"], output_names=["logits"])
+    with pytest.raises(TypeError, match="tuple"):
+        backends.export_onnx(model, tokens, tmp_path / "m.onnx", input_names=["tokens"],
+                             output_names=["logits"])
+    with pytest.raises(ValueError, match="input names"):
+        backends.export_onnx(model, (tokens,), tmp_path / "m.onnx", input_names=["a", "b"],
+                             output_names=["logits"])
+
+
+def test_export_failure_is_explained(tmp_path):
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:                       # a Python branch on a value: not exportable
+                return x * 2
+            return x
+
+    with pytest.raises(RuntimeError, match="export_onnx: torch.onnx.export failed"):
+        backends.export_onnx(DataDependent(), (torch.ones(2),), tmp_path / "d.onnx",
+                             input_names=["x"], output_names=["y"])
+
+
+def test_max_abs_diff():
+    assert backends.max_abs_diff(torch.ones(2, 2), np.ones((2, 2)) + 0.5) == 0.5
+    with pytest.raises(ValueError, match="shapes differ"):
+        backends.max_abs_diff(np.ones(2), np.ones(3))
