@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from labkit import models, quant
+from labkit import hardware, models, quant
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +134,11 @@ def test_bench_quant_cli_json(capsys):
     for key in ("bytes", "decode_tok_s", "perplexity", "top1_agreement"):
         assert out["int8"][key] > 0
     assert out["int8"]["bytes"] <= 0.3 * out["fp32"]["bytes"]
+    assert out["meta"]["threads"] == hardware.usable_cores()      # default: every usable core
     with pytest.raises(SystemExit):
         quant.bench_quant_cli(["--precisions", "int3"])
+    with pytest.raises(SystemExit):
+        quant.bench_quant_cli(["--threads", "0"])
 
 
 def test_stored_state_is_what_model_bytes_counts(tiny, tmp_path):
@@ -182,3 +185,26 @@ def test_lab_checks_give_specific_feedback(capsys):
     with pytest.raises(LabCheckError, match="not the worst"):
         check.check_outlier_layer("wo", outliers)
     assert "✔" in capsys.readouterr().out
+
+
+def test_core_gain_check():
+    from labkit.check import LabCheckError
+    from labkit.check import quant as check
+
+    core_rows = [{"precision": "fp32", "threads": 1, "decode_tok_s": 30.0},
+                 {"precision": "fp32", "threads": 2, "decode_tok_s": 31.5},
+                 {"precision": "int8", "threads": 1, "decode_tok_s": 45.0},
+                 {"precision": "int8", "threads": 2, "decode_tok_s": 72.0}]
+    assert check.core_gains(core_rows) == {"fp32": 1.05, "int8": 1.6}
+    assert "int8 gains most" in check.check_core_gain({"fp32": 1.05, "int8": 1.6}, core_rows)
+    with pytest.raises(LabCheckError, match="on top"):
+        check.check_core_gain({"fp32": 1 / 1.05, "int8": 1 / 1.6}, core_rows)
+    with pytest.raises(LabCheckError, match="keys"):
+        check.check_core_gain({"int8": 1.6}, core_rows)
+    with pytest.raises(LabCheckError, match="dict"):
+        check.check_core_gain(1.6, core_rows)
+    busy = [dict(r, decode_tok_s=r["decode_tok_s"] / 2) if r["threads"] == 2 else r
+            for r in core_rows]
+    assert "another process" in check.check_core_gain({"fp32": 0.525, "int8": 0.8}, busy)
+    one_core = [r for r in core_rows if r["threads"] == 1]
+    assert "one core" in check.check_core_gain({"fp32": 1.0, "int8": 1.0}, one_core)

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 
 from labkit.check import LabCheckError, as_number, passed
 
-__all__ = ["row", "check_bytes_ratio", "check_speedup", "check_perplexity_change",
-           "outlier_kind", "check_outlier_layer", "recommended", "check_recommendation"]
+__all__ = ["row", "check_bytes_ratio", "check_speedup", "core_gains", "check_core_gain",
+           "check_perplexity_change", "outlier_kind", "check_outlier_layer", "recommended",
+           "check_recommendation"]
 
 
 _number = as_number
@@ -61,6 +62,52 @@ def check_speedup(speedup, rows, precision: str = "int8") -> str:
                             f"put {precision}'s tokens/s on top.")
     raise LabCheckError(f"speedup = {value:.4g}, expected about {want:.4g}: the decode_tok_s of "
                         f"the {precision} row over that of the fp32 row.")
+
+
+def core_gains(core_rows: Sequence[Mapping]) -> dict[str, float]:
+    """Per precision: decode tokens/s with the most threads measured / with 1 thread."""
+    gains = {}
+    for precision in dict.fromkeys(r["precision"] for r in core_rows):
+        rows = {r["threads"]: r["decode_tok_s"] for r in core_rows
+                if r["precision"] == precision}
+        if 1 not in rows:
+            raise LabCheckError(f"no 1-thread row for {precision!r}: measure threads=1 too")
+        gains[precision] = rows[max(rows)] / rows[1]
+    return gains
+
+
+def check_core_gain(core_gain, core_rows) -> str:
+    """Task 3b: ``{precision: tok/s with every core / tok/s with 1 thread}``."""
+    if not isinstance(core_gain, Mapping):
+        raise LabCheckError(f"core_gain must be a dict like {{'fp32': 1.0, 'int8': 1.8}}, got "
+                            f"{type(core_gain).__name__}")
+    want = core_gains(core_rows)
+    if set(core_gain) != set(want):
+        raise LabCheckError(f"core_gain needs exactly the keys {sorted(want)}, "
+                            f"got {sorted(core_gain)}")
+    cores = max(r["threads"] for r in core_rows)
+    for precision, expected in want.items():
+        value = _number(f"core_gain[{precision!r}]", core_gain[precision])
+        if math.isclose(value, expected, rel_tol=0.01):
+            continue
+        if math.isclose(value, 1 / expected, rel_tol=0.01):
+            raise LabCheckError(f"core_gain[{precision!r}] = {value:.3g} is 1 thread / "
+                                f"{cores} threads; put the {cores}-thread tokens/s on top.")
+        raise LabCheckError(f"core_gain[{precision!r}] = {value:.4g}, expected {expected:.4g}: "
+                            f"decode_tok_s with {cores} threads over decode_tok_s with 1.")
+    if cores == 1:
+        return _ok("this machine gives the notebook one core, so every gain is 1.0: run it "
+                   "where two or more cores are usable to see the difference.")
+    more = max(want, key=want.get)
+    if max(want.values()) < 0.9:
+        return _ok(f"with {cores} threads every precision got slower ("
+                   + ", ".join(f"{p} {g:.2f}x" for p, g in want.items())
+                   + "): another process is using the other core(s), and PyTorch's threads "
+                   "wait for each other at every operation. Rerun this task when the machine "
+                   "is quiet (close other notebooks).")
+    return _ok(f"with {cores} threads: " + ", ".join(f"{p} {g:.2f}x" for p, g in want.items())
+               + f". {more} gains most: the more a kernel waits on arithmetic rather than on "
+               f"memory, the more another core helps it.")
 
 
 def check_perplexity_change(percent, rows, precision: str = "int8") -> str:
