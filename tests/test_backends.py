@@ -86,3 +86,15 @@ def test_max_abs_diff():
     assert backends.max_abs_diff(torch.ones(2, 2), np.ones((2, 2)) + 0.5) == 0.5
     with pytest.raises(ValueError, match="shapes differ"):
         backends.max_abs_diff(np.ones(2), np.ones(3))
+
+
+def test_int8_copy_is_smaller_and_close(tiny_export, tmp_path):
+    tiny, exported = tiny_export
+    size = backends.quantize_onnx_int8(exported.path, tmp_path / "int8.onnx")
+    assert size < 0.5 * exported.bytes
+    tokens = torch.tensor([tiny.encode("A Kubernetes node runs pods")])
+    fp32 = backends.onnx_session(exported.path).run(tokens=tokens)
+    int8 = backends.onnx_session(tmp_path / "int8.onnx").run(tokens=tokens)
+    assert 0 < backends.max_abs_diff(fp32, int8) < 0.2 * np.abs(fp32).max()
+    with pytest.raises(FileNotFoundError):
+        backends.quantize_onnx_int8(tmp_path / "none.onnx", tmp_path / "x.onnx")
