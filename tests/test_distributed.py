@@ -259,6 +259,18 @@ def test_manifest_validates_and_its_pod_templates_are_strict_kubernetes(kind):
             kubernetes_validate.validate(as_job, k8s.K8S_VERSION, strict=True)
 
 
+def test_chapter_03_pytorchjob_pod_templates_are_strict_kubernetes():
+    import kubernetes_validate
+
+    path = ROOT / "book" / "manifests" / "03-pytorchjob.yaml"
+    (doc,) = k8s.load_manifests(path)
+    assert k8s.validate_file(path) == [f"PyTorchJob/{doc['metadata']['name']}"]
+    for template in _pod_templates("pytorchjob", doc):
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate",
+                                      "metadata": {"name": "t"}, "template": template},
+                                     k8s.K8S_VERSION, strict=True)
+
+
 @pytest.mark.parametrize("kind,path,typo", [
     ("raycluster", ["spec", "workerGroupSpecs", 1], "maxReplica"),
     ("rayjob", ["spec"], "shutdownAfterJobFinish"),
