@@ -23,11 +23,18 @@ Two details exist only to make CPU decoding fast, and do not change the maths:
 The forward pass of one decode step is :meth:`Decoder.forward` with ``T == 1`` and a cache;
 a prompt (prefill) is the same call with ``T`` tokens. Without a cache the whole sequence is
 recomputed, which is what "KV cache off" means in the course's measurements.
+
+For **continuous batching** (a server that lets requests join and leave the running batch at
+every step, see :mod:`labkit.serve`) the batch is a set of *slots*, each holding one sequence
+at its own position: :class:`SlotCache` holds their keys and values,
+:meth:`Decoder.prefill_slot` puts a new prompt into a free slot, and
+:meth:`Decoder.decode_slots` runs one decode step for any set of slots at once.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -165,6 +172,96 @@ class KVCache:
         """Bytes held by the cache (keys and values of every layer)."""
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
+    @classmethod
+    def over(cls, keys: list[torch.Tensor], values: list[torch.Tensor], length: int = 0
+             ) -> KVCache:
+        """A cache that writes into existing tensors (one ``[batch, n_kv_heads, capacity,
+        head_dim]`` per layer, typically views of a :class:`SlotCache` slot) instead of
+        allocating its own; ``length`` positions are already filled."""
+        if not keys or len(keys) != len(values):
+            raise ValueError("KVCache.over: give one key and one value tensor per layer")
+        cache = cls.__new__(cls)
+        cache.keys, cache.values = list(keys), list(values)
+        cache.batch_size, cache.capacity = keys[0].shape[0], keys[0].shape[2]
+        if not 0 <= length <= cache.capacity:
+            raise ValueError(f"KVCache.over: length {length} is outside 0..{cache.capacity}")
+        cache.length, cache.valid, cache._mask, cache.plan = length, None, None, None
+        return cache
+
+
+class SlotCache:
+    """The KV cache of continuous batching: ``max_slots`` sequences, each at its own length.
+
+    Every layer has keys and values ``[max_slots, n_kv_heads, capacity, head_dim]``. A *slot*
+    is one row: it holds one sequence (one request) from its prefill to its last token, and
+    ``lengths[slot]`` counts its filled positions (0 when the slot is free). Unlike
+    :class:`KVCache`, whose rows all advance together, each slot advances on its own, so a
+    request can join a running batch (:meth:`Decoder.prefill_slot`) or leave it
+    (:meth:`release`) between any two decode steps (:meth:`Decoder.decode_slots`). Which
+    slot belongs to which request is the caller's business (the server's scheduler).
+    """
+
+    def __init__(self, config: DecoderConfig, max_slots: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device | str | None = None) -> None:
+        if max_slots < 1:
+            raise ValueError(f"SlotCache: max_slots must be >= 1, got {max_slots}")
+        if not 1 <= capacity <= config.max_seq_len:
+            raise ValueError(f"SlotCache: capacity must be between 1 and the context "
+                             f"({config.max_seq_len} tokens), got {capacity}")
+        self.config, self.max_slots = config, max_slots
+        self.capacity = 0
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self._dtype, self._device = dtype, device
+        self.lengths = [0] * max_slots
+        #: the model's per-layer weights for Decoder.decode_slots (set by Decoder.new_slot_cache)
+        self.plan: list[tuple[torch.Tensor, ...]] | None = None
+        self.grow(capacity)
+
+    def grow(self, capacity: int) -> None:
+        """Make room for ``capacity`` positions per slot (up to the context), keeping what the
+        slots hold; a smaller ``capacity`` than now does nothing. The server calls it when a
+        request needs more positions than the cache was first given."""
+        if capacity > self.config.max_seq_len:
+            raise ValueError(f"SlotCache.grow: {capacity} positions exceed the context of "
+                             f"{self.config.max_seq_len} tokens")
+        if capacity <= self.capacity:
+            return
+        c = self.config
+        shape = (self.max_slots, c.n_kv_heads, capacity, c.head_dim)
+        old, self.capacity = self.capacity, capacity
+        for tensors in (self.keys, self.values):
+            for i in range(c.n_layers):
+                new = torch.zeros(shape, dtype=self._dtype, device=self._device)
+                if i < len(tensors):
+                    new[:, :, :old] = tensors[i]
+                    tensors[i] = new
+                else:
+                    tensors.append(new)
+
+    def view(self, slot: int) -> KVCache:
+        """Slot ``slot`` as a batch-1 :class:`KVCache` over the same memory (views, no copy),
+        at the slot's current length: what :meth:`Decoder.forward` needs to fill it."""
+        self._check(slot)
+        return KVCache.over([k[slot:slot + 1] for k in self.keys],
+                            [v[slot:slot + 1] for v in self.values], self.lengths[slot])
+
+    def release(self, slot: int) -> None:
+        """Free ``slot`` for the next sequence (its old keys and values are simply
+        overwritten: positions past a slot's length are never read)."""
+        self._check(slot)
+        self.lengths[slot] = 0
+
+    def _check(self, slot: int) -> None:
+        if not isinstance(slot, int) or not 0 <= slot < self.max_slots:
+            raise ValueError(f"SlotCache: slot must be an integer from 0 to "
+                             f"{self.max_slots - 1}, got {slot!r}")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cache (keys and values of every layer and slot)."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
 
 class Block(nn.Module):
     """One transformer block: RMSNorm, attention with RoPE and GQA, RMSNorm, SwiGLU MLP."""
@@ -253,6 +350,14 @@ class Decoder(nn.Module):
         cache.plan = self.decode_plan()
         return cache
 
+    def new_slot_cache(self, max_slots: int, capacity: int) -> SlotCache:
+        """An empty :class:`SlotCache` of ``max_slots`` sequences of up to ``capacity`` tokens
+        each (it can :meth:`~SlotCache.grow`), in this model's dtype and device."""
+        p = self.embed.weight
+        cache = SlotCache(self.config, max_slots, capacity, p.dtype, p.device)
+        cache.plan = self.decode_plan()
+        return cache
+
     # -- forward -----------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, *,
                 valid: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
@@ -328,6 +433,102 @@ class Decoder(nn.Module):
             g = F.silu(gu[:, :ff]).mul_(gu[:, ff:])
             x = _addmm(x, g, w_down)
         cache.length = end
+        x = _rms_norm(x, self.norm, eps)
+        return _linear(x, self.lm_head)
+
+    # -- continuous batching: sequences at their own positions ---------------------------------
+    @torch.inference_mode()
+    def prefill_slot(self, tokens: Sequence[int] | torch.Tensor, cache: SlotCache,
+                     slot: int) -> torch.Tensor:
+        """Put a new sequence (a prompt's ids) into the free ``slot`` of ``cache``: logits
+        ``[vocab]`` of its next token.
+
+        This is the ordinary prefill, ``forward(prompt, cache, last_only=True)`` at batch size
+        1, on a cache whose tensors are views of the slot, so the other slots are untouched
+        and may be in the middle of their own generations.
+        """
+        ids = torch.as_tensor(tokens, dtype=torch.long, device=self.embed.weight.device)
+        ids = ids.view(1, -1)
+        if ids.shape[1] < 1:
+            raise ValueError("Decoder.prefill_slot: the prompt is empty; give at least one token")
+        if cache.lengths[slot] != 0:
+            raise ValueError(f"Decoder.prefill_slot: slot {slot} holds a sequence; release() it "
+                             f"first or use a free slot")
+        if ids.shape[1] > cache.capacity:
+            raise ValueError(f"Decoder.prefill_slot: {ids.shape[1]} prompt tokens exceed the "
+                             f"cache capacity of {cache.capacity}; grow() the cache first")
+        view = cache.view(slot)
+        logits = self.forward(ids, view, last_only=True)
+        cache.lengths[slot] = view.length
+        return logits[0, -1]
+
+    @torch.inference_mode()
+    def decode_slots(self, tokens: torch.Tensor, cache: SlotCache,
+                     slots: Sequence[int]) -> torch.Tensor:
+        """One decode step for the sequences in ``slots``, each at its own position: logits
+        ``[len(slots), vocab]`` of the token after ``tokens`` (``[B]`` or ``[B, 1]``, the last
+        token of each sequence, in the order of ``slots``).
+
+        The maths of :meth:`decode_step`, with a per-row position ``p = cache.lengths[slot]``
+        instead of one position for the whole batch: each row's query and key are rotated
+        by the RoPE angles of its own position (``rope_cos[p]`` gathered per row), its key and
+        value are written at ``[slot, :, p]`` (advanced indexing, one write for all rows),
+        and it attends to the keys ``0..p`` of its own slot (a mask ``key_pos <= p`` per row;
+        no mask when all rows are at the same position). Only the given slots are computed;
+        the others are not read. When ``slots`` is ``0..B-1`` (the usual case when a
+        scheduler fills the lowest free slot first) the keys and values are read in place,
+        otherwise they are gathered. Advances the lengths of ``slots`` by one.
+
+        A row's logits equal those of the same sequence decoded alone up to float rounding:
+        a matrix product of ``B`` rows sums in another order than one of a single row, so the
+        last bit or two can differ (about 1e-7 relative in fp32; the same holds for any
+        batched decoding, :meth:`decode_step` included). Greedy tokens are therefore the same
+        except where two candidates are tied to within that rounding.
+        """
+        B = len(slots)
+        if B < 1 or tokens.numel() != B:
+            raise ValueError(f"Decoder.decode_slots: give one token per slot, got "
+                             f"{tokens.numel()} tokens for {B} slots")
+        if len(set(slots)) != B:
+            raise ValueError(f"Decoder.decode_slots: slots must be distinct, got {list(slots)}")
+        c = self.config
+        nh, nkv, hd, ff, eps = c.n_heads, c.n_kv_heads, c.head_dim, c.d_ff, c.norm_eps
+        positions = [cache.lengths[s] for s in slots]
+        if min(positions) < 1:
+            raise ValueError("Decoder.decode_slots: a slot is empty; prefill_slot() it first")
+        end = max(positions) + 1
+        if end > cache.capacity:
+            raise ValueError(f"Decoder.decode_slots: the cache holds {cache.capacity} tokens "
+                             f"per slot and a slot is full; grow() the cache")
+        device = cache.keys[0].device
+        plan = cache.plan if cache.plan is not None else self.decode_plan()
+        pos = torch.tensor(positions, device=device)
+        slot_idx = torch.tensor(list(slots), device=device)
+        rows = slice(0, B) if list(slots) == list(range(B)) else slot_idx
+        cos = self.rope_cos[pos].view(B, 1, 1, hd)                    # each row's own angles
+        sin = self.rope_sin[pos].view(B, 1, 1, hd)
+        mask = None
+        if min(positions) != end - 1:                                  # rows at different places
+            mask = (torch.arange(end, device=device).view(1, end) <= pos.view(B, 1))
+            mask = mask.view(B, 1, 1, end)
+        gqa = nkv != nh
+        x = F.embedding(tokens.reshape(B), self.embed.weight)          # [B, d]
+        for (attn_norm, wqkv, wo, mlp_norm, w_gate_up, w_down), kc, vc in zip(
+                plan, cache.keys, cache.values, strict=True):
+            h = _rms_norm(x, attn_norm, eps)
+            qkv = _mm(h, wqkv).view(B, nh + 2 * nkv, 1, hd)
+            qk = _rope(qkv[:, : nh + nkv], cos, sin)
+            kc[slot_idx, :, pos] = qk[:, nh:, 0]                       # [B, nkv, hd] at (slot, p)
+            vc[slot_idx, :, pos] = qkv[:, nh + nkv:, 0]
+            a = F.scaled_dot_product_attention(qk[:, :nh], kc[rows, :, :end], vc[rows, :, :end],
+                                               attn_mask=mask, enable_gqa=gqa)
+            x = _addmm(x, a.view(B, nh * hd), wo)
+            h = _rms_norm(x, mlp_norm, eps)
+            gu = _mm(h, w_gate_up)
+            g = F.silu(gu[:, :ff]).mul_(gu[:, ff:])
+            x = _addmm(x, g, w_down)
+        for s in slots:
+            cache.lengths[s] += 1
         x = _rms_norm(x, self.norm, eps)
         return _linear(x, self.lm_head)
 

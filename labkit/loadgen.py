@@ -12,6 +12,9 @@ Two ways to load a server, and they answer different questions:
 Both are bounded (a number of requests, or a duration with a cap), send traffic only to the
 URL given (the course uses 127.0.0.1), and return a :class:`LoadResult`: throughput,
 p50/p95/p99 latency, time to first token (when streaming) and errors by status.
+``max_tokens`` is one number for every request, or a range ``(low, high)`` from which each
+request draws its own (uniformly, seeded): a load of mixed answer lengths, the case where
+continuous batching differs from dynamic batching.
 The functions work from scripts and from notebooks (where an event loop already runs).
 """
 
@@ -101,12 +104,18 @@ class LoadResult:
     ttft_p50_ms = property(lambda self: self._pct_ms(self.ttfts_s, 50), doc="median TTFT, ms")
     ttft_p95_ms = property(lambda self: self._pct_ms(self.ttfts_s, 95), doc="p95 TTFT, ms")
 
+    @property
+    def ttft_mean_ms(self) -> float:
+        """Mean time to first token, ms (nan when not streaming)."""
+        return statistics.fmean(self.ttfts_s) * 1e3 if self.ttfts_s else math.nan
+
     def as_dict(self) -> dict:
         return {"mode": self.mode, "offered": self.offered, "requests": len(self.statuses),
                 "ok": self.ok, "duration_s": self.duration_s, "rps": self.rps,
                 "tokens_per_s": self.tokens_per_s, "p50_ms": self.p50_ms,
                 "p95_ms": self.p95_ms, "p99_ms": self.p99_ms, "ttft_p50_ms": self.ttft_p50_ms,
-                "ttft_p95_ms": self.ttft_p95_ms, "achieved_rate": self.achieved_rate,
+                "ttft_p95_ms": self.ttft_p95_ms, "ttft_mean_ms": self.ttft_mean_ms,
+                "achieved_rate": self.achieved_rate,
                 "errors": self.errors}
 
     def __str__(self) -> str:
@@ -175,12 +184,24 @@ async def _one(client, url: str, body: dict, result: LoadResult, timeout_s: floa
         result.latencies_s.append(time.perf_counter() - start)
 
 
-def _body(prompt: str, max_tokens: int, stream: bool, temperature: float) -> dict:
-    return {"prompt": prompt, "max_tokens": max_tokens, "stream": stream,
+def _bodies(prompt: str, max_tokens, stream: bool, temperature: float, seed: int):
+    """A function returning the body of the next request: ``max_tokens`` is an int, or a
+    ``(low, high)`` range drawn from per request (inclusive, seeded: the i-th request of a run
+    gets the same value every run)."""
+    if isinstance(max_tokens, (tuple, list)):
+        if len(max_tokens) != 2 or not all(type(v) is int for v in max_tokens) \
+                or not 1 <= max_tokens[0] <= max_tokens[1]:
+            raise ValueError(f"max_tokens must be an int or a range (low, high) with "
+                             f"1 <= low <= high, got {max_tokens!r}")
+        rng, (low, high) = random.Random(seed), max_tokens
+        return lambda: {"prompt": prompt, "max_tokens": rng.randint(low, high),
+                        "stream": stream, "temperature": temperature}
+    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": stream,
             "temperature": temperature}
+    return lambda: body
 
 
-async def _closed(url, clients, requests, body, timeout_s) -> LoadResult:
+async def _closed(url, clients, requests, next_body, timeout_s) -> LoadResult:
     import httpx
 
     result = LoadResult("closed", clients, 0.0)
@@ -190,7 +211,7 @@ async def _closed(url, clients, requests, body, timeout_s) -> LoadResult:
         async def user():
             while remaining[0] > 0:
                 remaining[0] -= 1
-                await _one(client, url, body, result, timeout_s)
+                await _one(client, url, next_body(), result, timeout_s)
         start = time.perf_counter()
         await asyncio.gather(*(user() for _ in range(clients)))
         result.duration_s = time.perf_counter() - start
@@ -198,18 +219,20 @@ async def _closed(url, clients, requests, body, timeout_s) -> LoadResult:
 
 
 def closed_loop(base_url: str, clients: int = 16, requests: int = 160, *,
-                prompt: str = "The pod", max_tokens: int = 32, stream: bool = False,
-                temperature: float = 0.0, timeout_s: float = 60.0) -> LoadResult:
+                prompt: str = "The pod", max_tokens: int | tuple[int, int] = 32,
+                stream: bool = False, temperature: float = 0.0, timeout_s: float = 60.0,
+                seed: int = 0) -> LoadResult:
     """``clients`` concurrent users send ``requests`` requests in total, each waiting for its
-    answer before sending the next. ``base_url`` is the server (``http://127.0.0.1:PORT``)."""
+    answer before sending the next. ``base_url`` is the server (``http://127.0.0.1:PORT``).
+    ``max_tokens=(low, high)`` gives each request its own length, drawn with ``seed``."""
     if not 1 <= clients <= 1000 or not 1 <= requests <= MAX_REQUESTS:
         raise ValueError(f"clients must be 1..1000 and requests 1..{MAX_REQUESTS}")
     url = base_url.rstrip("/") + "/v1/completions"
-    return _run(_closed(url, clients, requests, _body(prompt, max_tokens, stream, temperature),
-                        timeout_s))
+    return _run(_closed(url, clients, requests,
+                        _bodies(prompt, max_tokens, stream, temperature, seed), timeout_s))
 
 
-async def _open(url, rate, duration_s, body, timeout_s, seed, max_requests,
+async def _open(url, rate, duration_s, next_body, timeout_s, seed, max_requests,
                 connections) -> LoadResult:
     import httpx
 
@@ -225,7 +248,7 @@ async def _open(url, rate, duration_s, body, timeout_s, seed, max_requests,
     # this side is not hidden ("coordinated omission").
     gate = asyncio.Semaphore(connections)
     async with httpx.AsyncClient(limits=limits) as client:
-        async def send(arrival: float) -> None:
+        async def send(arrival: float, body: dict) -> None:
             async with gate:
                 await _one(client, url, body, result, timeout_s, start=arrival)
 
@@ -238,7 +261,7 @@ async def _open(url, rate, duration_s, body, timeout_s, seed, max_requests,
             delay = start + t - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(start + t)))
+            tasks.append(asyncio.create_task(send(start + t, next_body())))
         result.send_s = time.perf_counter() - start
         await asyncio.gather(*tasks)
         result.duration_s = time.perf_counter() - start
@@ -246,18 +269,21 @@ async def _open(url, rate, duration_s, body, timeout_s, seed, max_requests,
 
 
 def open_loop(base_url: str, rate: float, duration_s: float = 5.0, *, prompt: str = "The pod",
-              max_tokens: int = 32, stream: bool = False, temperature: float = 0.0,
+              max_tokens: int | tuple[int, int] = 32, stream: bool = False,
+              temperature: float = 0.0,
               timeout_s: float = 60.0, seed: int = 0, connections: int = 512) -> LoadResult:
     """Requests arrive as a Poisson process of ``rate`` per second for ``duration_s`` seconds
     (seeded: the same arrival times every run), whether or not earlier ones are done, over at
     most ``connections`` kept-alive connections. ``achieved_rate`` of the result says whether
-    this machine kept up with the schedule."""
+    this machine kept up with the schedule. ``max_tokens=(low, high)`` gives each request its
+    own length, drawn with ``seed`` too."""
     if not rate > 0 or not 0 < duration_s <= 600:
         raise ValueError("rate must be > 0 and duration_s in (0, 600]")
     max_requests = min(MAX_REQUESTS, int(rate * duration_s * 2) + 10)
     url = base_url.rstrip("/") + "/v1/completions"
-    return _run(_open(url, rate, duration_s, _body(prompt, max_tokens, stream, temperature),
-                      timeout_s, seed, max_requests, connections))
+    return _run(_open(url, rate, duration_s,
+                      _bodies(prompt, max_tokens, stream, temperature, seed + 1), timeout_s,
+                      seed, max_requests, connections))
 
 
 def summary(results) -> list[list]:

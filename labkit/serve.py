@@ -10,7 +10,11 @@ What a server adds over a backend, in about 500 lines you can read:
   depth, batch size, tokens);
 - **dynamic batching** with Triton's two knobs: requests wait at most ``max_queue_delay_ms``
   (counted from the oldest waiting request) for others, and at most ``max_batch_size`` run
-  together through one :meth:`~labkit.models.LanguageModel.generate` call;
+  together through one :meth:`~labkit.models.LanguageModel.generate` call (:class:`Batcher`);
+- or **continuous batching** (``batching="continuous"``, :class:`ContinuousBatcher`), the
+  iteration-level scheduling of Orca and vLLM: ``max_batch_size`` slots decode together, a
+  waiting request joins at the next decode step as soon as a slot is free, and a finished one
+  leaves at once, so short answers no longer wait for the longest one of their batch;
 - a **bounded queue**: when ``max_queue_size`` requests already wait, the next gets 429 with
   ``Retry-After``, so overload turns into fast refusals instead of growing latency;
 - validation with messages (422), a body-size limit (413), a prompt-length limit, a
@@ -46,10 +50,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ServerConfig", "create_app", "serve", "serve_cli", "ServerProcess", "start_server",
-           "free_port", "bench_serve", "bench_serve_cli", "MODELS"]
+           "free_port", "bench_serve", "bench_serve_cli", "MODELS", "BATCHING", "Batcher",
+           "ContinuousBatcher"]
 
 #: model names the server accepts (``--model``)
 MODELS = ("tiny-gpt", "smollm2")
+
+#: batching modes the server accepts (``--batching``)
+BATCHING = ("dynamic", "continuous")
 
 
 @dataclass(frozen=True)
@@ -59,10 +67,12 @@ class ServerConfig:
     Attributes:
         model: ``"tiny-gpt"`` (default; the course's 0.9 M-parameter model) or ``"smollm2"``.
         max_batch_size: most requests decoded together; 1 turns batching off (Triton's
-            ``max_batch_size``).
-        max_queue_delay_ms: longest a request waits for others before its batch starts,
-            counted from the oldest waiting request (Triton's ``max_queue_delay_microseconds``,
-            in ms).
+            ``max_batch_size``). With continuous batching: the number of slots, i.e. of
+            sequences decoding together (vLLM's ``max_num_seqs``).
+        max_queue_delay_ms: dynamic batching only: longest a request waits for others before
+            its batch starts, counted from the oldest waiting request (Triton's
+            ``max_queue_delay_microseconds``, in ms). Continuous batching does not wait: a
+            request joins at the next decode step when a slot is free.
         max_queue_size: requests allowed to wait; one more gets 429.
         max_tokens_default: ``max_tokens`` when the request gives none.
         max_tokens_limit: largest ``max_tokens`` accepted.
@@ -72,6 +82,8 @@ class ServerConfig:
         request_timeout_s: a request not finished after this many seconds gets 504.
         threads: PyTorch threads of the inference worker.
         shutdown_timeout_s: how long a graceful shutdown waits for requests in flight.
+        batching: ``"dynamic"`` (default: whole batches through ``generate``, see
+            :class:`Batcher`) or ``"continuous"`` (token-level, see :class:`ContinuousBatcher`).
     """
 
     model: str = "tiny-gpt"
@@ -85,10 +97,13 @@ class ServerConfig:
     request_timeout_s: float = 30.0
     threads: int = 1
     shutdown_timeout_s: float = 30.0
+    batching: str = "dynamic"
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
         for name in ("max_batch_size", "max_queue_size", "max_tokens_default",
                      "max_tokens_limit", "max_prompt_chars", "max_body_bytes", "threads"):
             value = getattr(self, name)
@@ -186,11 +201,14 @@ class Metrics:
                                  registry=r)
         self.in_flight = Gauge("labkit_requests_in_flight",
                                "Requests accepted and not yet answered", registry=r)
-        self.batch_size = Histogram("labkit_batch_size", "Requests per batch",
+        self.batch_size = Histogram("labkit_batch_size",
+                                    "Requests per batch (dynamic batching) or sequences per "
+                                    "decode step (continuous batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.tokens = Counter("labkit_generated_tokens", "Tokens generated", registry=r)
         self.tokens_per_s = Gauge("labkit_tokens_per_second",
-                                  "Generated tokens per second of the last batch", registry=r)
+                                  "Generated tokens per second of the last batch (continuous "
+                                  "batching: of the last half second or so)", registry=r)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -214,6 +232,8 @@ class _Job:
     ids: list = field(default_factory=list)      # written by the worker thread only
     first_token_at: float | None = None          # loop.time() of the first token
     cancelled: bool = False
+    slot: int | None = None                      # continuous batching: its slot while running
+    generator: object = None                     # continuous batching: its sampler (seeded)
 
 
 class Batcher:
@@ -352,6 +372,177 @@ def _deliver(items: list, now: float) -> None:
         job.events.put_nowait(("token", token, now))
 
 
+class ContinuousBatcher(Batcher):
+    """Continuous batching at the token level (iteration-level scheduling, as in Orca and
+    vLLM), on the same single worker thread as :class:`Batcher`.
+
+    The batch is ``max_batch_size`` *slots* of one :class:`~labkit.decoder.SlotCache`; each
+    slot holds one request at its own position. The worker repeats an **iteration**:
+
+    1. release the slots of requests that were cancelled (client gone, timed out);
+    2. **admit** waiting requests into free slots (lowest first, oldest request first): each
+       prompt is prefilled into its slot (:meth:`~labkit.decoder.Decoder.prefill_slot`, one
+       forward pass over the prompt), which gives its first token;
+    3. run **one decode step** for every occupied slot, each at its own position
+       (:meth:`~labkit.decoder.Decoder.decode_slots`), and hand every request its next token.
+
+    A request that has its last token (``max_tokens``, or end-of-sequence) is answered and
+    its slot freed in the same iteration, so a new request waits for *a* slot, never for the
+    longest answer of a batch, and there is nothing to wait for between steps:
+    ``max_queue_delay_ms`` is not used. Requests with different temperatures and seeds share
+    a step: each row is sampled with its own temperature and its own seeded generator, so a
+    greedy or seeded request gets the tokens it would get alone.
+
+    The trade-off it makes: a prefill runs while the other slots wait, so a long prompt
+    delays everyone's next token by its prefill time. vLLM's chunked prefill splits long
+    prompts across steps to bound that delay; this server keeps the simple version.
+
+    Metrics: ``labkit_batch_size`` is observed once per decode step (sequences in the step),
+    ``labkit_queue_depth`` counts requests waiting for a slot.
+    """
+
+    #: positions per slot allocated at first; the cache grows when a request needs more
+    INITIAL_CAPACITY = 256
+
+    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
+        super().__init__(config, metrics)
+        self.running: dict[int, _Job] = {}       # slot -> job (worker thread only)
+        self.cache = None                        # the SlotCache, made by the worker
+        self.steps = 0                           # decode steps run
+        self.slot_uses = [0] * config.max_batch_size   # requests admitted per slot
+        self._abort = False
+
+    async def stop(self, timeout_s: float) -> None:
+        """Finish the running and waiting requests (at most ``timeout_s``), then stop."""
+        try:
+            await super().stop(timeout_s)
+        finally:
+            self._abort = True                   # the worker leaves at its next iteration
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self.pending:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            try:
+                # returns when no request is running or waiting (or on shutdown timeout)
+                await loop.run_in_executor(self._executor, self._work, loop)
+            except Exception as err:  # noqa: BLE001 - every running request gets the error
+                for job in self.running.values():
+                    job.events.put_nowait(("error", f"generation failed: {err}"))
+                self.running.clear()
+                self.cache = None                # start from a clean cache
+
+    # -- the worker thread -------------------------------------------------------------------
+    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: iterations until no request is running or waiting."""
+        import torch
+
+        from labkit.models import num_threads
+
+        lm = self.model
+        with torch.inference_mode(), num_threads(self.config.threads):
+            if self.cache is None:
+                self.cache = lm.net.new_slot_cache(
+                    self.config.max_batch_size, min(lm.context_length, self.INITIAL_CAPACITY))
+            window_start, window_tokens = time.perf_counter(), 0
+            while not self._abort:
+                for slot in [s for s, job in self.running.items() if job.cancelled]:
+                    self._release(slot)
+                produced = self._admit(loop)
+                if self.running:
+                    produced += self._decode_step(loop)
+                self.metrics.tokens.inc(produced)
+                window_tokens += produced
+                elapsed = time.perf_counter() - window_start
+                idle = not self.running and not self.pending
+                if elapsed >= 0.5 or (idle and elapsed > 0):
+                    self.metrics.tokens_per_s.set(window_tokens / elapsed)
+                    window_start, window_tokens = time.perf_counter(), 0
+                if idle:
+                    return
+
+    def _admit(self, loop: asyncio.AbstractEventLoop) -> int:
+        """Prefill waiting requests into free slots; returns the first tokens produced."""
+        import torch
+
+        free = [s for s in range(self.config.max_batch_size) if s not in self.running]
+        jobs, logits = [], []
+        while free and self.pending:
+            job = self.pending.popleft()         # deque: safe against the loop's append()
+            if job.cancelled:
+                continue
+            ids = self.model.encode(job.prompt)
+            needed = len(ids) + job.max_tokens
+            if needed > self.cache.capacity:     # the server checked it fits the context
+                self.cache.grow(min(self.model.context_length,
+                                    max(needed, 2 * self.cache.capacity)))
+            slot = free.pop(0)
+            job.slot, self.running[slot] = slot, job     # running: an error reaches it
+            self.slot_uses[slot] += 1
+            logits.append(self.model.net.prefill_slot(ids, self.cache, slot))
+            if job.temperature > 0:
+                job.generator = torch.Generator().manual_seed(
+                    job.seed if job.seed is not None
+                    else int.from_bytes(os.urandom(8), "little") >> 1)
+            jobs.append(job)
+        self.metrics.queue_depth.set(len(self.pending))
+        if not jobs:
+            return 0
+        self._hand_out(jobs, torch.stack(logits), loop)
+        return len(jobs)
+
+    def _decode_step(self, loop: asyncio.AbstractEventLoop) -> int:
+        """One decode step for every occupied slot; returns the tokens produced."""
+        import torch
+
+        slots = sorted(self.running)
+        jobs = [self.running[s] for s in slots]
+        tokens = torch.tensor([job.ids[-1] for job in jobs], dtype=torch.long)
+        logits = self.model.net.decode_slots(tokens, self.cache, slots)
+        self.steps += 1
+        self.metrics.batch_size.observe(len(jobs))
+        self._hand_out(jobs, logits, loop)
+        return len(jobs)
+
+    def _hand_out(self, jobs: list[_Job], logits, loop: asyncio.AbstractEventLoop) -> None:
+        """Pick each row's next token (greedy, or sampled with the row's own temperature and
+        generator), give it to its request, and answer and release the finished ones."""
+        import torch
+
+        from labkit.models import _pick
+
+        picks = torch.argmax(logits, dim=-1).tolist()
+        for i, job in enumerate(jobs):
+            if job.temperature > 0:
+                picks[i] = int(_pick(logits[i:i + 1], job.temperature, None, job.generator))
+        eos = self.model.tokenizer.eos_id
+        now = loop.time()
+        streamed, done = [], []
+        for job, token in zip(jobs, picks, strict=True):
+            job.ids.append(token)
+            if job.first_token_at is None:
+                job.first_token_at = now
+                self.metrics.ttft.observe(now - job.arrival)
+            if job.stream:
+                streamed.append((job, token))
+            if token == eos or len(job.ids) >= job.max_tokens:
+                done.append((job, "stop" if token == eos else "length"))
+                self._release(job.slot)
+        if streamed:
+            loop.call_soon_threadsafe(_deliver, streamed, now)
+        for job, reason in done:                 # after the tokens: the loop keeps the order
+            loop.call_soon_threadsafe(job.events.put_nowait, ("done", reason))
+
+    def _release(self, slot: int) -> None:
+        """Free ``slot``: its request leaves the batch and a waiting one can take it."""
+        self.running.pop(slot, None)
+        self.cache.release(slot)
+
+
 # --------------------------------------------------------------------------------------------
 # the app
 # --------------------------------------------------------------------------------------------
@@ -394,7 +585,8 @@ def create_app(config: ServerConfig | None = None, model=None):
             None the model named in ``config`` is loaded in the background at start-up and
             ``/readyz`` answers 503 until it is.
 
-    The app's ``state`` holds ``config``, ``metrics`` and ``batcher``.
+    The app's ``state`` holds ``config``, ``metrics`` and ``batcher`` (a :class:`Batcher`,
+    or a :class:`ContinuousBatcher` when ``config.batching == "continuous"``).
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -404,7 +596,8 @@ def create_app(config: ServerConfig | None = None, model=None):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        batcher = Batcher(config, metrics)
+        batcher = (ContinuousBatcher if config.batching == "continuous" else Batcher)(
+            config, metrics)
         app.state.batcher = batcher
         loader = None
         if model is not None:
@@ -436,7 +629,7 @@ def create_app(config: ServerConfig | None = None, model=None):
         if batcher.model is None:
             return JSONResponse({"status": "loading", "model": config.model}, status_code=503)
         return {"status": "ready", "model": batcher.model.name,
-                "max_batch_size": config.max_batch_size,
+                "batching": config.batching, "max_batch_size": config.max_batch_size,
                 "max_queue_delay_ms": config.max_queue_delay_ms}
 
     @app.get("/metrics")
@@ -591,9 +784,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--batching", choices=BATCHING, default=d.batching,
+                   help="dynamic: whole batches, Triton-style (default); continuous: requests "
+                        "join and leave the batch at every decode step, vLLM-style")
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                   help="1 turns batching off")
-    p.add_argument("--max-queue-delay-ms", type=float, default=d.max_queue_delay_ms)
+                   help="most requests decoded together; 1 turns batching off (continuous: "
+                        "the number of slots)")
+    p.add_argument("--max-queue-delay-ms", type=float, default=d.max_queue_delay_ms,
+                   help="dynamic batching: longest wait for a batch to fill (continuous "
+                        "batching does not wait and ignores it)")
     p.add_argument("--max-queue-size", type=int, default=d.max_queue_size)
     p.add_argument("--max-tokens-limit", type=int, default=d.max_tokens_limit)
     p.add_argument("--max-prompt-chars", type=int, default=d.max_prompt_chars)
@@ -606,10 +805,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve_cli(argv: list[str]) -> int:
-    """``python -m labkit serve [--model …] [--port …] [--max-batch-size …]``."""
+    """``python -m labkit serve [--model …] [--port …] [--batching …] [--max-batch-size …]``
+    (see ``--help``); returns the exit code (2 for invalid settings)."""
     args = _parser().parse_args(argv)
     try:
-        config = ServerConfig(model=args.model, max_batch_size=args.max_batch_size,
+        config = ServerConfig(model=args.model, batching=args.batching,
+                              max_batch_size=args.max_batch_size,
                               max_queue_delay_ms=args.max_queue_delay_ms,
                               max_queue_size=args.max_queue_size,
                               max_tokens_limit=args.max_tokens_limit,
@@ -755,31 +956,72 @@ def start_server(**options) -> "ServerProcess":
 # the benchmark
 # --------------------------------------------------------------------------------------------
 def bench_serve(clients: int = 16, requests: int = 192, max_tokens: int = 32,
-                max_batch_size: int = 16, threads: int = 1, stream: bool = False) -> dict:
+                max_batch_size: int = 16, threads: int = 1, stream: bool = False, *,
+                continuous: bool = False, mixed_max_tokens: tuple[int, int] = (4, 64),
+                seed: int = 0) -> dict:
     """Throughput of ``clients`` closed-loop clients against the server with batching off
-    (``max_batch_size=1``) and on; each server is started for it and always stopped."""
+    (``max_batch_size=1``) and on; each server is started for it and always stopped.
+
+    With ``continuous=True`` it also compares dynamic and continuous batching under a load of
+    *mixed* answer lengths (each request's ``max_tokens`` drawn from ``mixed_max_tokens``
+    with ``seed``, streamed so that the time to first token is measured): the dynamic run
+    uses the batched server above, the continuous one a third server with
+    ``batching="continuous"`` and ``max_batch_size`` slots. That adds the ``mixed_*`` and
+    ``*_continuous`` keys; the others keep their meaning (fixed ``max_tokens``, not
+    streamed, ``errors`` counting those two runs only).
+    """
     from labkit.loadgen import closed_loop
 
-    results = {}
+    mixed = tuple(mixed_max_tokens)
+
+    def measure_mixed(server):
+        closed_loop(server.url, clients=clients, requests=2 * clients, max_tokens=mixed,
+                    stream=True, seed=seed + 1)                        # warm-up
+        return closed_loop(server.url, clients=clients, requests=requests, max_tokens=mixed,
+                           stream=True, seed=seed)
+
+    limit = {"max_tokens_limit": mixed[1]} if continuous and mixed[1] > 128 else {}
+    results, mixed_runs = {}, {}
     for label, bs in (("unbatched", 1), ("batched", max_batch_size)):
         with start_server(max_batch_size=bs, threads=threads,
-                          max_queue_size=max(64, 2 * clients)) as server:
+                          max_queue_size=max(64, 2 * clients), **limit) as server:
             closed_loop(server.url, clients=clients, requests=2 * clients,
                         max_tokens=max_tokens)                         # warm-up
             results[label] = closed_loop(server.url, clients=clients, requests=requests,
                                          max_tokens=max_tokens, stream=stream)
+            if continuous and label == "batched":
+                mixed_runs["dynamic"] = measure_mixed(server)
+    if continuous:
+        with start_server(batching="continuous", max_batch_size=max_batch_size,
+                          threads=threads, max_queue_size=max(64, 2 * clients),
+                          **limit) as server:
+            mixed_runs["continuous"] = measure_mixed(server)
     un, ba = results["unbatched"], results["batched"]
     errors = {f"{k}:{s}": n for k, r in results.items() for s, n in r.errors.items()}
-    return {"clients": clients, "requests": requests, "max_tokens": max_tokens,
-            "max_batch_size": max_batch_size, "threads": threads,
-            "unbatched_rps": un.rps, "batched_rps": ba.rps, "ratio": ba.rps / un.rps,
-            "p50_ms_unbatched": un.p50_ms, "p50_ms_batched": ba.p50_ms,
-            "p95_ms_unbatched": un.p95_ms, "p95_ms_batched": ba.p95_ms,
-            "errors": sum(errors.values()), "errors_by_status": errors}
+    out = {"clients": clients, "requests": requests, "max_tokens": max_tokens,
+           "max_batch_size": max_batch_size, "threads": threads,
+           "unbatched_rps": un.rps, "batched_rps": ba.rps, "ratio": ba.rps / un.rps,
+           "p50_ms_unbatched": un.p50_ms, "p50_ms_batched": ba.p50_ms,
+           "p95_ms_unbatched": un.p95_ms, "p95_ms_batched": ba.p95_ms,
+           "errors": sum(errors.values()), "errors_by_status": errors}
+    if continuous:
+        dy, co = mixed_runs["dynamic"], mixed_runs["continuous"]
+        out.update({
+            "mixed_max_tokens": list(mixed),
+            "mixed_dynamic_rps": dy.rps, "continuous_rps": co.rps,
+            "continuous_ratio": co.rps / dy.rps,
+            "p50_ms_mixed_dynamic": dy.p50_ms, "p50_ms_continuous": co.p50_ms,
+            "p95_ms_mixed_dynamic": dy.p95_ms, "p95_ms_continuous": co.p95_ms,
+            "ttft_mean_ms_mixed_dynamic": dy.ttft_mean_ms,
+            "ttft_mean_ms_continuous": co.ttft_mean_ms,
+            "ttft_p95_ms_mixed_dynamic": dy.ttft_p95_ms, "ttft_p95_ms_continuous": co.ttft_p95_ms,
+            "errors_continuous": sum(sum(r.errors.values()) for r in (dy, co))})
+    return out
 
 
 def bench_serve_cli(argv: list[str]) -> int:
-    """``python -m labkit bench serve [--json]``: batching off vs on at 16 clients."""
+    """``python -m labkit bench serve [--json] [--continuous]``: batching off vs on at 16
+    clients; with ``--continuous`` also dynamic vs continuous batching at mixed lengths."""
     p = argparse.ArgumentParser(prog="python -m labkit bench serve",
                                 description=bench_serve.__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -788,9 +1030,22 @@ def bench_serve_cli(argv: list[str]) -> int:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--max-batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--continuous", action="store_true",
+                   help="also compare dynamic and continuous batching under mixed answer "
+                        "lengths (streamed; adds throughput, p95 latency and TTFT keys)")
+    p.add_argument("--mixed-max-tokens", type=int, nargs=2, default=(4, 64),
+                   metavar=("LOW", "HIGH"),
+                   help="with --continuous: each request's max_tokens is drawn from LOW..HIGH "
+                        "(default 4 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mixed lengths")
     args = p.parse_args(argv)
+    low, high = args.mixed_max_tokens
+    if not 1 <= low <= high:
+        p.error("--mixed-max-tokens needs 1 <= LOW <= HIGH")
     result = bench_serve(args.clients, args.requests, args.max_tokens, args.max_batch_size,
-                         args.threads)
+                         args.threads, continuous=args.continuous, mixed_max_tokens=(low, high),
+                         seed=args.seed)
+    failed = result["errors"] + result.get("errors_continuous", 0)
     if args.json:
         print(json.dumps(result))
     else:
@@ -799,7 +1054,17 @@ def bench_serve_cli(argv: list[str]) -> int:
               f"{result['p95_ms_unbatched']:.0f} ms), batched {result['batched_rps']:.1f} "
               f"req/s (p95 {result['p95_ms_batched']:.0f} ms): {result['ratio']:.1f}x; "
               f"errors {result['errors']}")
-    return 0 if result["errors"] == 0 else 1
+        if args.continuous:
+            r = result
+            print(f"{args.clients} clients, {low}-{high} tokens each (streamed): dynamic "
+                  f"{r['mixed_dynamic_rps']:.1f} req/s (p95 {r['p95_ms_mixed_dynamic']:.0f} ms, "
+                  f"TTFT mean {r['ttft_mean_ms_mixed_dynamic']:.0f} / p95 "
+                  f"{r['ttft_p95_ms_mixed_dynamic']:.0f} ms), continuous "
+                  f"{r['continuous_rps']:.1f} req/s (p95 {r['p95_ms_continuous']:.0f} ms, TTFT "
+                  f"mean {r['ttft_mean_ms_continuous']:.0f} / p95 "
+                  f"{r['ttft_p95_ms_continuous']:.0f} ms): {r['continuous_ratio']:.1f}x; "
+                  f"errors {r['errors_continuous']}")
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,14 @@ import pytest
 import torch
 
 from labkit import models
-from labkit.decoder import Decoder, DecoderConfig, KVCache, hf_llama_to_decoder_state, init_weights
+from labkit.decoder import (
+    Decoder,
+    DecoderConfig,
+    KVCache,
+    SlotCache,
+    hf_llama_to_decoder_state,
+    init_weights,
+)
 from labkit.models import (
     BENCH_KEYS,
     DATA_DIR,
@@ -114,6 +121,145 @@ def test_kv_cache_bytes_and_capacity(small_net):
     assert cache.nbytes == expected
     with pytest.raises(ValueError, match="capacity"):
         KVCache(SMALL, 1, SMALL.max_seq_len + 1, torch.float32)
+
+
+# -- continuous batching: slots at their own positions ----------------------------------------
+def test_slot_cache_views_grow_and_release(small_net):
+    cache = small_net.new_slot_cache(3, 8)
+    assert isinstance(cache, SlotCache) and cache.lengths == [0, 0, 0]
+    assert cache.nbytes == 3 * SMALL.n_layers * 2 * SMALL.n_kv_heads * 8 * SMALL.head_dim * 4
+    small_net.prefill_slot([1, 2, 3], cache, 1)
+    assert cache.lengths == [0, 3, 0]
+    view = cache.view(1)
+    assert view.length == 3 and view.batch_size == 1
+    assert view.keys[0].data_ptr() == cache.keys[0][1].data_ptr()      # a view, not a copy
+    before = cache.keys[0][1, :, :3].clone()
+    cache.grow(20)
+    assert cache.capacity == 20 and cache.lengths == [0, 3, 0]
+    torch.testing.assert_close(cache.keys[0][1, :, :3], before, atol=0, rtol=0)
+    cache.release(1)
+    assert cache.lengths == [0, 0, 0]
+    with pytest.raises(ValueError, match="context"):
+        cache.grow(SMALL.max_seq_len + 1)
+    with pytest.raises(ValueError, match="slot must be"):
+        cache.view(3)
+    with pytest.raises(ValueError, match="max_slots"):
+        SlotCache(SMALL, 0, 8, torch.float32)
+
+
+def test_slot_decoding_refuses_misuse_with_a_message(small_net):
+    cache = small_net.new_slot_cache(2, 6)
+    small_net.prefill_slot([1, 2], cache, 0)
+    with pytest.raises(ValueError, match="holds a sequence"):
+        small_net.prefill_slot([3], cache, 0)
+    with pytest.raises(ValueError, match="empty; prefill_slot"):
+        small_net.decode_slots(torch.tensor([1, 2]), cache, [0, 1])
+    with pytest.raises(ValueError, match="distinct"):
+        small_net.decode_slots(torch.tensor([1, 2]), cache, [0, 0])
+    with pytest.raises(ValueError, match="one token per slot"):
+        small_net.decode_slots(torch.tensor([1, 2]), cache, [0])
+    with pytest.raises(ValueError, match="capacity"):
+        small_net.prefill_slot(list(range(7)), cache, 1)
+    for _ in range(4):
+        small_net.decode_slots(torch.tensor([1]), cache, [0])
+    with pytest.raises(ValueError, match="grow"):                     # slot 0 is full
+        small_net.decode_slots(torch.tensor([1]), cache, [0])
+
+
+def test_decode_slots_matches_decode_step(small_net):
+    """Rows at different positions, in any slot order, give the logits of each sequence
+    decoded on its own (up to float rounding)."""
+    gen = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(0, SMALL.vocab_size, (n,), generator=gen).tolist() for n in (9, 4, 6)]
+    cache = small_net.new_slot_cache(4, 16)
+    slots = [3, 0, 2]                                   # not 0..B-1: keys are gathered
+    for seq, slot in zip(seqs, slots):
+        small_net.prefill_slot(seq[:-1], cache, slot)
+    got = small_net.decode_slots(torch.tensor([seq[-1] for seq in seqs]), cache, slots)
+    assert [cache.lengths[s] for s in slots] == [len(seq) for seq in seqs]
+    with torch.inference_mode():
+        for row, seq in enumerate(seqs):
+            solo = small_net.new_cache(1, 16)
+            small_net(torch.tensor([seq[:-1]]), solo)
+            want = small_net.decode_step(torch.tensor([[seq[-1]]]), solo)[0]
+            torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-5)
+
+
+def run_slot_scheduler(lm, requests, max_slots, lowest_first=True):
+    """The server's continuous-batching loop without HTTP, greedy: ``requests`` are
+    ``(prompt, max_tokens, join_step)``; each joins at its step if a slot is free, leaves
+    when it has its tokens. Returns the token ids of each request and the slots used."""
+    net = lm.net
+    cache = net.new_slot_cache(max_slots, 64)
+    waiting, running, out, used = list(range(len(requests))), {}, {}, []
+    step = 0
+    while waiting or running:
+        free = [s for s in range(max_slots) if s not in running]
+        while free and waiting and requests[waiting[0]][2] <= step:
+            i = waiting.pop(0)
+            slot = free.pop(0 if lowest_first else -1)
+            logits = net.prefill_slot(lm.encode(requests[i][0]), cache, slot)
+            running[slot] = (i, [int(logits.argmax())])
+            used.append(slot)
+        if running:
+            slots = sorted(running)
+            tokens = torch.tensor([running[s][1][-1] for s in slots])
+            picks = net.decode_slots(tokens, cache, slots).argmax(-1).tolist()
+            for slot, token in zip(slots, picks):
+                running[slot][1].append(token)
+        for slot, (i, ids) in list(running.items()):
+            if len(ids) >= requests[i][1]:
+                out[i] = ids[:requests[i][1]]
+                del running[slot]
+                cache.release(slot)
+        step += 1
+    return [out[i] for i in range(len(requests))], used
+
+
+#: (prompt, max_tokens, step at which it arrives). Greedy runs of these prompts have no near
+#: tie (the two best logits are > 1e-4 apart at every step, checked below): a batched matrix
+#: product rounds differently from a batch-1 one (~1e-7), which could only flip a tie.
+SLOT_REQUESTS = [("The pod", 20, 0), ("A Kubernetes node runs pods and", 9, 0),
+                 ("Batching", 30, 2), ("Storage classes on EKS let you", 15, 5),
+                 ("Karpenter", 25, 6), ("The scheduler places", 4, 6), ("x", 12, 11),
+                 ("Quantization", 1, 12)]
+
+
+def test_slot_decoding_equals_generate_alone(tiny):
+    """Continuous batching changes when a request runs, never what it produces: requests of
+    different prompt lengths that join at different steps, in few slots (so finished slots
+    are reused), get exactly the token ids of generate() alone."""
+    alone = [list(tiny.generate(p, n, stop_at_eos=False).token_ids[0])
+             for p, n, _ in SLOT_REQUESTS]
+    with torch.inference_mode():
+        for (prompt, _, _), ids in zip(SLOT_REQUESTS, alone):
+            full = tiny.net(torch.tensor([tiny.encode(prompt) + ids[:-1]]))[0]
+            top2 = full[len(tiny.encode(prompt)) - 1:].topk(2, dim=-1).values
+            assert (top2[:, 0] - top2[:, 1]).min() > 1e-4, f"{prompt!r} has a near tie"
+    for lowest_first in (True, False):
+        got, used = run_slot_scheduler(tiny, SLOT_REQUESTS, 3, lowest_first)
+        assert got == alone
+        assert len(used) == len(SLOT_REQUESTS) and set(used) == {0, 1, 2}   # slots reused
+
+
+def test_slot_decoding_goes_through_the_quantization_hook(tiny):
+    """labkit.quant's int8 layers replace the projections; the slot path uses them (its
+    logits follow the int8 model's own decode step, not the fp32 model's)."""
+    from labkit.quant import quantize_model
+
+    int8 = quantize_model(tiny, "int8")
+    ids = tiny.encode("A Kubernetes node runs pods and")
+    logits = {}
+    for name, lm in (("fp32", tiny), ("int8", int8)):
+        cache = lm.net.new_slot_cache(2, 32)
+        lm.net.prefill_slot(ids[:-1], cache, 1)
+        logits[name] = lm.net.decode_slots(torch.tensor([ids[-1]]), cache, [1])[0]
+    with torch.inference_mode():
+        solo = int8.net.new_cache(1, 32)
+        int8.net(torch.tensor([ids[:-1]]), solo)
+        want = int8.net.decode_step(torch.tensor([[ids[-1]]]), solo)[0]
+    torch.testing.assert_close(logits["int8"], want, atol=1e-4, rtol=1e-4)
+    assert (logits["int8"] - logits["fp32"]).abs().max() > 1e-3      # the int8 layers ran
 
 
 def test_matches_hugging_face_llama_on_a_random_model():

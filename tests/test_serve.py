@@ -341,3 +341,235 @@ def test_lab_checks_accept_right_answers_and_explain_wrong_ones():
                           "max_queue_delay_ms (Triton)": "max_queue_delay_microseconds"})
     with pytest.raises(LabCheckError, match="vLLM"):
         check.check_knob_map({"max_batch_size (vLLM)": "max_batch_size"})
+
+
+# -- continuous (token-level) batching ----------------------------------------------------------
+#: prompts whose greedy answers have no near tie (see tests/test_models.py, SLOT_REQUESTS), with
+#: answer lengths that differ, so requests join and leave the running batch at different steps
+MIXED = [("The pod", 20), ("A Kubernetes node runs pods and", 9), ("Batching", 30),
+         ("Storage classes on EKS let you", 15), ("Karpenter", 25), ("The scheduler places", 4),
+         ("x", 12), ("Quantization", 1)]
+
+
+@pytest.fixture(scope="module")
+def continuous(model):
+    with client_for(model, batching="continuous", max_batch_size=3) as c:
+        yield c
+
+
+def test_continuous_config_and_cli():
+    assert serve.ServerConfig().batching == "dynamic"
+    with pytest.raises(ValueError, match="batching must be one of"):
+        serve.ServerConfig(batching="static")
+    parser = serve._parser()
+    assert parser.parse_args(["--batching", "continuous"]).batching == "continuous"
+    assert "continuous" in parser.format_help() and "--max-queue-delay-ms" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--batching", "static"])
+
+
+def test_continuous_ready_and_uses_the_continuous_batcher(continuous):
+    ready = continuous.get("/readyz").json()
+    assert ready["batching"] == "continuous" and ready["max_batch_size"] == 3
+    assert isinstance(continuous.app.state.batcher, serve.ContinuousBatcher)
+
+
+def test_continuous_completions_equal_generate_alone(continuous, model):
+    """8 concurrent requests of different lengths through 3 slots: each answer is exactly what
+    the model gives that prompt alone, and finished slots were reused."""
+    batcher = continuous.app.state.batcher
+    uses_before = sum(batcher.slot_uses)
+    answers = {}
+
+    def call(prompt, n):
+        answers[prompt] = post(continuous, {"prompt": prompt, "max_tokens": n}).json()
+    threads = [threading.Thread(target=call, args=item) for item in MIXED]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for prompt, n in MIXED:
+        want = model.generate(prompt, n)
+        body = answers[prompt]
+        assert body["choices"][0]["text"] == want.text, prompt
+        assert body["usage"]["completion_tokens"] == len(want.token_ids[0])
+        assert body["choices"][0]["finish_reason"] in ("length", "stop")
+    assert sum(batcher.slot_uses) - uses_before == len(MIXED)       # 8 requests, 3 slots
+    assert not batcher.running and batcher.cache.lengths == [0, 0, 0]  # all slots free again
+
+
+def test_continuous_streaming_and_seeded_sampling(continuous, model):
+    plain = post(continuous, {"prompt": "The pod", "max_tokens": 10}).json()["choices"][0]["text"]
+    with continuous.stream("POST", "/v1/completions",
+                           json={"prompt": "The pod", "max_tokens": 10, "stream": True}) as r:
+        assert r.status_code == 200
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    assert "".join(e["choices"][0]["text"] for e in events) == plain
+    assert events[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+    # sampled with a seed: reproducible, and what generate() alone samples with that seed
+    body = {"prompt": "A node", "max_tokens": 12, "temperature": 1.0, "seed": 3}
+    first = post(continuous, body).json()["choices"][0]["text"]
+    assert first == post(continuous, body).json()["choices"][0]["text"]
+    assert first == model.generate("A node", 12, temperature=1.0, seed=3).text
+
+
+def test_continuous_validation_and_limits(continuous):
+    for body, status, message in BAD:
+        r = post(continuous, body)
+        assert r.status_code == status and message in r.json()["error"]["message"], body
+
+
+def test_continuous_full_queue_and_timeout(model):
+    config = dict(batching="continuous", max_batch_size=1, max_queue_size=1,
+                  max_tokens_limit=200)
+    with client_for(model, **config) as c:
+        statuses = post_concurrently(c, {"prompt": "The pod", "max_tokens": 200}, 8)
+    assert 429 in statuses and 200 in statuses and set(statuses) <= {200, 429}
+    with client_for(model, batching="continuous", request_timeout_s=0.0) as c:
+        r = post(c, {"prompt": "The pod", "max_tokens": 4})
+        assert r.status_code == 504 and "did not finish" in r.json()["error"]["message"]
+
+
+def test_continuous_metrics(continuous):
+    post(continuous, {"prompt": "The pod", "max_tokens": 6})
+    text = continuous.get("/metrics").text
+    for name in ("labkit_queue_depth", "labkit_batch_size_count", "labkit_tokens_per_second",
+                 "labkit_time_to_first_token_seconds_count", "labkit_generated_tokens_total"):
+        assert name in text, name
+    from labkit.check.serving import metric_value
+    assert metric_value(text, "labkit_batch_size_count") >= 5     # one per decode step
+    assert metric_value(text, "labkit_generated_tokens_total") >= 6
+
+
+def continuous_batcher(model, **config):
+    batcher = serve.ContinuousBatcher(serve.ServerConfig(batching="continuous", **config),
+                                      serve.Metrics())
+    batcher.model = model
+    return batcher
+
+
+async def next_event(job, timeout_s=30.0):
+    return await asyncio.wait_for(job.events.get(), timeout_s)
+
+
+def test_rows_with_different_temperatures_share_decode_steps(model):
+    """Greedy and sampled requests admitted together decode in the same steps; each gets what
+    it would get alone (greedy: the same tokens; sampled: its own seeded generator)."""
+    async def scenario():
+        batcher = continuous_batcher(model, max_batch_size=4)
+        jobs = [make_job(max_tokens=16), make_job(max_tokens=16, temperature=0.8, seed=1),
+                make_job(max_tokens=16, temperature=1.3, seed=2), make_job(max_tokens=16)]
+        for job in jobs:
+            batcher.submit(job)                 # all wait before the worker starts
+        batcher.start()
+        for job in jobs:
+            assert (await next_event(job))[0] == "done"
+        await batcher.stop(5.0)
+        return batcher, jobs
+    batcher, jobs = asyncio.run(scenario())
+    assert batcher.steps <= 15                  # 16 tokens: one prefill + 15 shared steps
+    for job in jobs:
+        alone = model.generate(job.prompt, 16, temperature=job.temperature, seed=job.seed)
+        assert job.ids == list(alone.token_ids[0])
+
+
+def test_cancelled_request_frees_its_slot(model):
+    """One slot: a long request runs; once it is cancelled (client gone, timeout) the next
+    request gets the slot at its next iteration instead of waiting for 200 tokens."""
+    gate = threading.Event()
+
+    class Paused(serve.ContinuousBatcher):
+        def _decode_step(self, loop):
+            gate.wait(10)                       # hold the first step until the test is ready
+            return super()._decode_step(loop)
+
+    async def scenario():
+        batcher = Paused(serve.ServerConfig(batching="continuous", max_batch_size=1),
+                         serve.Metrics())
+        batcher.model = model
+        batcher.start()
+        long = make_job(max_tokens=200, stream=True)
+        batcher.submit(long)
+        assert (await next_event(long))[0] == "token"               # prefilled: it runs
+        short = make_job(max_tokens=4)
+        batcher.submit(short)
+        long.cancelled = True
+        gate.set()
+        while (await next_event(short))[0] != "done":
+            pass
+        assert len(long.ids) == 2 and len(short.ids) == 4           # one step, then released
+        assert short.slot == 0 and batcher.slot_uses == [2]
+        assert long.events.qsize() == 1                              # its 2nd token, no "done"
+        await batcher.stop(5.0)
+    asyncio.run(scenario())
+
+
+def test_continuous_graceful_stop_finishes_running_and_waiting_requests(model):
+    async def scenario():
+        batcher = continuous_batcher(model, max_batch_size=2)
+        batcher.start()
+        jobs = [make_job(max_tokens=40) for _ in range(3)]           # 2 run, 1 waits
+        now = asyncio.get_running_loop().time()
+        for job in jobs:
+            job.arrival = now
+            batcher.submit(job)
+        await asyncio.sleep(0)
+        await batcher.stop(30.0)
+        with pytest.raises(serve.RequestError) as err:
+            batcher.submit(make_job())
+        assert err.value.status == 503
+        for job in jobs:
+            assert (await next_event(job, 1.0))[0] == "done"
+            assert len(job.ids) == 40 or job.ids[-1] == model.tokenizer.eos_id
+    asyncio.run(scenario())
+
+
+def test_mixed_lengths_in_the_load_generator():
+    draw = loadgen._bodies("The pod", (4, 64), True, 0.0, seed=1)
+    lengths = [draw()["max_tokens"] for _ in range(200)]
+    again = loadgen._bodies("The pod", (4, 64), True, 0.0, seed=1)
+    assert lengths == [again()["max_tokens"] for _ in range(200)]     # seeded
+    assert min(lengths) >= 4 and max(lengths) <= 64 and len(set(lengths)) > 20
+    assert loadgen._bodies("p", 8, False, 0.0, 0)()["max_tokens"] == 8
+    for bad in ((0, 4), (8, 4), (1, 2, 3), (1.5, 4)):
+        with pytest.raises(ValueError, match="max_tokens"):
+            loadgen._bodies("p", bad, False, 0.0, 0)
+    r = loadgen.LoadResult("closed", 1, 1.0, ttfts_s=[0.01, 0.03])
+    assert r.ttft_mean_ms == pytest.approx(20) and r.as_dict()["ttft_mean_ms"] == pytest.approx(20)
+
+
+def test_bench_serve_cli_offers_continuous(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        serve.bench_serve_cli(["--help"])
+    assert exit_.value.code == 0 and "--continuous" in capsys.readouterr().out
+
+
+def test_real_continuous_server_streams_mixed_lengths_and_shuts_down_gracefully():
+    """``python -m labkit serve --batching continuous`` as a subprocess: streams a load of
+    mixed lengths, finishes the requests in flight on SIGTERM, leaves no process behind."""
+    server = serve.start_server(batching="continuous", max_batch_size=4, max_tokens_limit=200)
+    try:
+        assert httpx_get(server.url + "/readyz")["batching"] == "continuous"
+        mixed = loadgen.closed_loop(server.url, clients=4, requests=12, max_tokens=(2, 24),
+                                    stream=True, seed=0)
+        assert mixed.ok == 12 and len(mixed.ttfts_s) == 12
+        box = {}
+        thread = threading.Thread(target=lambda: box.update(r=loadgen.closed_loop(
+            server.url, clients=4, requests=4, max_tokens=150)))
+        thread.start()
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        thread.join(60)
+        assert box["r"].ok == 4, box["r"]
+        assert server.proc.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        server.stop()
+    assert not server.running()
+
+
+def httpx_get(url):
+    import httpx
+
+    return httpx.get(url, timeout=10).json()
