@@ -126,6 +126,16 @@ class DecoderConfig:
                    tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
 
 
+def _check_cache_size(kind: str, rows_name: str, rows: int, capacity: int,
+                      config: DecoderConfig) -> None:
+    """Raise ValueError unless ``rows`` >= 1 and 1 <= ``capacity`` <= the context."""
+    if rows < 1:
+        raise ValueError(f"{kind}: {rows_name} must be >= 1, got {rows}")
+    if not 1 <= capacity <= config.max_seq_len:
+        raise ValueError(f"{kind}: capacity must be between 1 and the context "
+                         f"({config.max_seq_len} tokens), got {capacity}")
+
+
 class KVCache:
     """Preallocated keys and values of every layer: ``[batch, n_kv_heads, capacity, head_dim]``.
 
@@ -137,11 +147,7 @@ class KVCache:
 
     def __init__(self, config: DecoderConfig, batch_size: int, capacity: int,
                  dtype: torch.dtype, device: torch.device | str | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"KVCache: batch_size must be >= 1, got {batch_size}")
-        if not 1 <= capacity <= config.max_seq_len:
-            raise ValueError(f"KVCache: capacity must be between 1 and the context "
-                             f"({config.max_seq_len} tokens), got {capacity}")
+        _check_cache_size("KVCache", "batch_size", batch_size, capacity, config)
         shape = (batch_size, config.n_kv_heads, capacity, config.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device)
                      for _ in range(config.n_layers)]
@@ -203,11 +209,7 @@ class SlotCache:
 
     def __init__(self, config: DecoderConfig, max_slots: int, capacity: int,
                  dtype: torch.dtype, device: torch.device | str | None = None) -> None:
-        if max_slots < 1:
-            raise ValueError(f"SlotCache: max_slots must be >= 1, got {max_slots}")
-        if not 1 <= capacity <= config.max_seq_len:
-            raise ValueError(f"SlotCache: capacity must be between 1 and the context "
-                             f"({config.max_seq_len} tokens), got {capacity}")
+        _check_cache_size("SlotCache", "max_slots", max_slots, capacity, config)
         self.config, self.max_slots = config, max_slots
         self.capacity = 0
         self.keys: list[torch.Tensor] = []

@@ -279,15 +279,19 @@ class Batcher:
         self._wake.set()
 
     # -- the loop ----------------------------------------------------------------------------
+    async def _wait_for_work(self) -> bool:
+        """Wait until a request is pending; False when the batcher is stopping and idle."""
+        while not self.pending:
+            if self._stopping:
+                return False
+            self._wake.clear()
+            await self._wake.wait()
+        return True
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         delay = self.config.max_queue_delay_ms / 1e3
-        while True:
-            while not self.pending:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
+        while await self._wait_for_work():
             # wait for more requests: until the batch is full or the oldest waited `delay`
             deadline = self.pending[0].arrival + delay
             while len(self.pending) < self.config.max_batch_size and not self._stopping:
@@ -332,6 +336,16 @@ class Batcher:
         self.pending = keep
         return batch
 
+    def _record(self, job: _Job, token: int, now: float, streamed: list) -> None:
+        """Worker thread: give ``token`` to ``job`` (its first one: observe the TTFT), and
+        queue it in ``streamed`` for the event loop if the request streams."""
+        job.ids.append(token)
+        if job.first_token_at is None:
+            job.first_token_at = now
+            self.metrics.ttft.observe(now - job.arrival)
+        if job.stream:
+            streamed.append((job, token))
+
     def _run_batch(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
         """Worker thread: one ``generate`` call; each token goes to its request's queue."""
         eos = self.model.tokenizer.eos_id
@@ -345,12 +359,7 @@ class Batcher:
             for job, token in zip(batch, ids, strict=True):
                 if token is None or len(job.ids) >= job.max_tokens or job.cancelled:
                     continue
-                job.ids.append(token)
-                if job.first_token_at is None:
-                    job.first_token_at = now
-                    self.metrics.ttft.observe(now - job.arrival)
-                if job.stream:
-                    streamed.append((job, token))
+                self._record(job, token, now, streamed)
             if streamed:
                 loop.call_soon_threadsafe(_deliver, streamed, now)
 
@@ -421,12 +430,7 @@ class ContinuousBatcher(Batcher):
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            while not self.pending:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
+        while await self._wait_for_work():
             try:
                 # returns when no request is running or waiting (or on shutdown timeout)
                 await loop.run_in_executor(self._executor, self._work, loop)
@@ -523,12 +527,7 @@ class ContinuousBatcher(Batcher):
         now = loop.time()
         streamed, done = [], []
         for job, token in zip(jobs, picks, strict=True):
-            job.ids.append(token)
-            if job.first_token_at is None:
-                job.first_token_at = now
-                self.metrics.ttft.observe(now - job.arrival)
-            if job.stream:
-                streamed.append((job, token))
+            self._record(job, token, now, streamed)
             if token == eos or len(job.ids) >= job.max_tokens:
                 done.append((job, "stop" if token == eos else "length"))
                 self._release(job.slot)

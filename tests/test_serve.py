@@ -279,6 +279,18 @@ def test_percentile_and_result():
         loadgen.open_loop("http://127.0.0.1:1", rate=0)
 
 
+def sigterm_with_requests_in_flight(server) -> None:
+    """Graceful shutdown: 4 requests in flight when SIGTERM arrives still get their answers."""
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(r=loadgen.closed_loop(
+        server.url, clients=4, requests=4, max_tokens=150)))
+    thread.start()
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    thread.join(60)
+    assert box["r"].ok == 4, box["r"]
+
+
 def test_real_server_load_and_graceful_shutdown():
     """The subprocess server: loads, 429s under overload, finishes in-flight requests on
     SIGTERM, and leaves no process behind."""
@@ -289,15 +301,7 @@ def test_real_server_load_and_graceful_shutdown():
         assert closed.ok == 12 and len(closed.ttfts_s) == 12 and closed.rps > 0
         over = loadgen.open_loop(server.url, rate=400, duration_s=0.5, max_tokens=64)
         assert 429 in over.errors and not any(s >= 500 for s in over.errors)
-        # graceful shutdown: requests in flight when SIGTERM arrives still get their answer
-        box = {}
-        thread = threading.Thread(target=lambda: box.update(r=loadgen.closed_loop(
-            server.url, clients=4, requests=4, max_tokens=150)))
-        thread.start()
-        time.sleep(0.3)
-        server.proc.send_signal(signal.SIGTERM)
-        thread.join(60)
-        assert box["r"].ok == 4, box["r"]
+        sigterm_with_requests_in_flight(server)
         assert server.proc.wait(30) in (0, -signal.SIGTERM)   # uvicorn re-raises the signal
     finally:
         server.stop()
@@ -555,14 +559,7 @@ def test_real_continuous_server_streams_mixed_lengths_and_shuts_down_gracefully(
         mixed = loadgen.closed_loop(server.url, clients=4, requests=12, max_tokens=(2, 24),
                                     stream=True, seed=0)
         assert mixed.ok == 12 and len(mixed.ttfts_s) == 12
-        box = {}
-        thread = threading.Thread(target=lambda: box.update(r=loadgen.closed_loop(
-            server.url, clients=4, requests=4, max_tokens=150)))
-        thread.start()
-        time.sleep(0.3)
-        server.proc.send_signal(signal.SIGTERM)
-        thread.join(60)
-        assert box["r"].ok == 4, box["r"]
+        sigterm_with_requests_in_flight(server)
         assert server.proc.wait(30) in (0, -signal.SIGTERM)
     finally:
         server.stop()
