@@ -430,10 +430,7 @@ class Decoder(nn.Module):
             a = F.scaled_dot_product_attention(qk[:, :nh], kc[:, :, :end], vc[:, :, :end],
                                                attn_mask=mask, enable_gqa=gqa)
             x = _addmm(x, a.view(B, nh * hd), wo)
-            h = _rms_norm(x, mlp_norm, eps)
-            gu = _mm(h, w_gate_up)
-            g = F.silu(gu[:, :ff]).mul_(gu[:, ff:])
-            x = _addmm(x, g, w_down)
+            x = _mlp_residual(x, mlp_norm, w_gate_up, w_down, ff, eps)
         cache.length = end
         x = _rms_norm(x, self.norm, eps)
         return _linear(x, self.lm_head)
@@ -525,10 +522,7 @@ class Decoder(nn.Module):
             a = F.scaled_dot_product_attention(qk[:, :nh], kc[rows, :, :end], vc[rows, :, :end],
                                                attn_mask=mask, enable_gqa=gqa)
             x = _addmm(x, a.view(B, nh * hd), wo)
-            h = _rms_norm(x, mlp_norm, eps)
-            gu = _mm(h, w_gate_up)
-            g = F.silu(gu[:, :ff]).mul_(gu[:, ff:])
-            x = _addmm(x, g, w_down)
+            x = _mlp_residual(x, mlp_norm, w_gate_up, w_down, ff, eps)
         for s in slots:
             cache.lengths[s] += 1
         x = _rms_norm(x, self.norm, eps)
@@ -625,6 +619,15 @@ def _mm(x: torch.Tensor, w) -> torch.Tensor:
 def _addmm(residual: torch.Tensor, x: torch.Tensor, w) -> torch.Tensor:
     """``residual + x @ w`` for a plan entry (fused into ``addmm`` for a tensor)."""
     return torch.addmm(residual, x, w) if isinstance(w, torch.Tensor) else residual + w(x)
+
+
+def _mlp_residual(x: torch.Tensor, mlp_norm: torch.Tensor, w_gate_up, w_down, ff: int,
+                  eps: float) -> torch.Tensor:
+    """The second half of a block in the decode paths: ``x + W_down(silu(gate) * up)`` of the
+    RMSNorm of ``x`` (``[B, d]``), with the plan entries of the two MLP projections."""
+    h = _rms_norm(x, mlp_norm, eps)
+    gu = _mm(h, w_gate_up)
+    return _addmm(x, F.silu(gu[:, :ff]).mul_(gu[:, ff:]), w_down)
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float,

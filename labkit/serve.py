@@ -973,21 +973,21 @@ def bench_serve(clients: int = 16, requests: int = 192, max_tokens: int = 32,
 
     mixed = tuple(mixed_max_tokens)
 
+    def measure(server, max_tokens, stream, warm_seed=0):
+        closed_loop(server.url, clients=clients, requests=2 * clients, max_tokens=max_tokens,
+                    stream=stream, seed=warm_seed)                     # warm-up
+        return closed_loop(server.url, clients=clients, requests=requests,
+                           max_tokens=max_tokens, stream=stream, seed=seed)
+
     def measure_mixed(server):
-        closed_loop(server.url, clients=clients, requests=2 * clients, max_tokens=mixed,
-                    stream=True, seed=seed + 1)                        # warm-up
-        return closed_loop(server.url, clients=clients, requests=requests, max_tokens=mixed,
-                           stream=True, seed=seed)
+        return measure(server, mixed, stream=True, warm_seed=seed + 1)
 
     limit = {"max_tokens_limit": mixed[1]} if continuous and mixed[1] > 128 else {}
     results, mixed_runs = {}, {}
     for label, bs in (("unbatched", 1), ("batched", max_batch_size)):
         with start_server(max_batch_size=bs, threads=threads,
                           max_queue_size=max(64, 2 * clients), **limit) as server:
-            closed_loop(server.url, clients=clients, requests=2 * clients,
-                        max_tokens=max_tokens)                         # warm-up
-            results[label] = closed_loop(server.url, clients=clients, requests=requests,
-                                         max_tokens=max_tokens, stream=stream)
+            results[label] = measure(server, max_tokens, stream)
             if continuous and label == "batched":
                 mixed_runs["dynamic"] = measure_mixed(server)
     if continuous:
