@@ -5,7 +5,10 @@ checks every document in a file without a cluster: core kinds (Deployment, Servi
 against the official OpenAPI schemas bundled in ``kubernetes-validate``, in strict mode
 (unknown fields are errors, as a typo would be); custom resources (Karpenter NodePool,
 KubeRay RayCluster...) against a JSON schema of the fields the course uses, kept in
-``labkit/data/crd_schemas/<kind>.json`` and written from the project's API reference.
+``labkit/data/crd_schemas/<kind>.json`` and written from the project's API reference, with every
+Pod template inside them checked against the core schema too. Core kinds are checked against two
+Kubernetes versions (:func:`checked_versions`): the oldest one Amazon EKS still has in standard
+support, and the newest whose schemas the pinned ``kubernetes-validate`` ships.
 """
 
 from __future__ import annotations
@@ -15,8 +18,27 @@ import re
 from importlib import resources
 from pathlib import Path
 
-#: Kubernetes minor version the manifests are checked against (an Amazon EKS standard-support version).
-K8S_VERSION = "1.33"
+#: The oldest Kubernetes minor version in Amazon EKS standard support at the course date (checked
+#: 2026-12-05 against the EKS version calendar, docs.aws.amazon.com/eks/latest/userguide/
+#: kubernetes-versions.html: 1.34 left standard support on 2026-12-02; 1.35 is in standard support
+#: until 2027-03-27). Manifests must work on every cluster still in standard support.
+EKS_OLDEST_STANDARD = "1.35"
+#: Kept for code written against earlier versions of the course: the oldest version checked.
+K8S_VERSION = EKS_OLDEST_STANDARD
+
+
+def newest_schema_version() -> str:
+    """The newest Kubernetes minor version whose strict schemas ``kubernetes-validate`` ships."""
+    import kubernetes_validate
+
+    return kubernetes_validate.utils.major_minor(kubernetes_validate.latest_version())
+
+
+def checked_versions() -> tuple[str, ...]:
+    """The Kubernetes versions every manifest is validated against: the oldest EKS standard-support
+    version and the newest schema the pinned ``kubernetes-validate`` ships (one entry if equal)."""
+    newest = newest_schema_version()
+    return (EKS_OLDEST_STANDARD,) if newest == EKS_OLDEST_STANDARD else (EKS_OLDEST_STANDARD, newest)
 
 _QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
 _SUFFIX = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
@@ -55,10 +77,13 @@ def crd_schema(kind: str) -> dict | None:
     return json.loads(ref.read_text()) if ref.is_file() else None
 
 
-def validate_manifest(doc: dict, k8s_version: str = K8S_VERSION) -> str:
-    """Validate one manifest document; return how (``"kubernetes 1.33 strict"`` or ``"crd schema"``).
+def validate_manifest(doc: dict, k8s_version: str | None = None) -> str:
+    """Validate one manifest document; return how (``"kubernetes 1.35, 1.37 strict"`` or ``"crd schema"``).
 
-    Raises ValueError naming the document, the field path and the problem.
+    Core kinds are checked against every version in :func:`checked_versions` (or only
+    ``k8s_version`` when given), so an API removed in a newer release or not yet served by the
+    oldest supported EKS version is caught. Raises ValueError naming the document, the Kubernetes
+    version, the field path and the problem.
     """
     import jsonschema
     import kubernetes_validate
@@ -66,12 +91,15 @@ def validate_manifest(doc: dict, k8s_version: str = K8S_VERSION) -> str:
     if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
         raise ValueError("a manifest needs 'apiVersion' and 'kind' at its top level")
     label = f"{doc['kind']}/{doc.get('metadata', {}).get('name', '?')}"
+    versions = (k8s_version,) if k8s_version else checked_versions()
     try:
-        version = kubernetes_validate.validate(doc, k8s_version, strict=True)
-        return f"kubernetes {version} strict"
-    except kubernetes_validate.ValidationError as err:
-        path = ".".join(str(p) for p in err.path) or "(top level)"
-        raise ValueError(f"{label}: {path}: {err.message}") from None
+        for version in versions:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as err:
+                path = ".".join(str(p) for p in err.path) or "(top level)"
+                raise ValueError(f"{label}: kubernetes {version}: {path}: {err.message}") from None
+        return f"kubernetes {', '.join(versions)} strict"
     except kubernetes_validate.SchemaNotFoundError:
         schema = crd_schema(doc["kind"])
         if schema is None:
@@ -83,10 +111,39 @@ def validate_manifest(doc: dict, k8s_version: str = K8S_VERSION) -> str:
         except jsonschema.ValidationError as err:
             path = ".".join(str(p) for p in err.absolute_path) or "(top level)"
             raise ValueError(f"{label}: {path}: {err.message}") from None
+        for path, template in embedded_pod_templates(doc):
+            wrapper = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+                       "template": template}
+            for version in versions:
+                try:
+                    kubernetes_validate.validate(wrapper, version, strict=True)
+                except kubernetes_validate.ValidationError as err:
+                    inner = ".".join(str(p) for p in list(err.path)[1:])
+                    raise ValueError(f"{label}: kubernetes {version}: {path}.{inner}: "
+                                     f"{err.message}") from None
         return "crd schema"
 
 
-def validate_file(path: str | Path, k8s_version: str = K8S_VERSION) -> list[str]:
+def embedded_pod_templates(doc: dict, path: str = "") -> list[tuple[str, dict]]:
+    """Every Pod template inside a custom resource (a ``template`` whose ``spec`` has
+    ``containers``), with its dotted path: these are checked against the core PodTemplateSpec
+    schema in strict mode, on top of the course's CRD schema."""
+    found = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            where = f"{path}.{key}" if path else str(key)
+            if (key == "template" and isinstance(value, dict)
+                    and isinstance(value.get("spec"), dict) and "containers" in value["spec"]):
+                found.append((where, value))
+            else:
+                found.extend(embedded_pod_templates(value, where))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            found.extend(embedded_pod_templates(value, f"{path}.{i}"))
+    return found
+
+
+def validate_file(path: str | Path, k8s_version: str | None = None) -> list[str]:
     """Validate every document of a manifest file; return ``["Kind/name", ...]``.
 
     Raises ValueError on the first problem, naming the file.
