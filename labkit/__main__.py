@@ -30,8 +30,14 @@ def _run_bench(name: str, argv: list[str]) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        print(f"labkit: benchmark {name!r} is not available in this version of the course "
-              f"({err}). Update the repository and run `make setup`.", file=sys.stderr)
+        if err.name and (err.name == module_name or module_name.startswith(err.name + ".")):
+            print(f"labkit: benchmark {name!r} is not available in this version of the course "
+                  f"({module_name} is missing). Update the repository and run `make setup`.",
+                  file=sys.stderr)
+        else:
+            print(f"labkit: benchmark {name!r} needs the Python package {err.name!r}, which is not "
+                  "installed in this environment. Run `make setup` (it installs the pinned "
+                  "requirements into .venv) and use .venv/bin/python.", file=sys.stderr)
         return 2
     return int(getattr(module, func_name)(argv) or 0)
 

@@ -1,6 +1,7 @@
 """Collect each notebook's measured machine time from a `make test` run into the workshop kit.
 
-    make test       # runs nbval over every notebook and writes _build/reports/junit.xml
+    make test       # runs nbval over every notebook, writes _build/reports/junit.xml, then
+                    # `collect_timings.py --check`: fails if a notebook got much slower (below)
     make timings    # runs this script: updates book/instructors/timings.json (commit it)
 
 nbval reports every notebook cell as a pytest test case (junit ``classname`` such as
@@ -29,6 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JUNIT = ROOT / "_build" / "reports" / "junit.xml"
 DEFAULT_OUT = ROOT / "book" / "instructors" / "timings.json"
+#: A notebook may take at most this many times its committed machine time (plus SLACK_S, which
+#: absorbs the kernel start and noise on short notebooks) before `make test` fails.
+SLOWDOWN_LIMIT = 2.0
+SLACK_S = 20.0
+#: Budget for the machine time of all notebooks together (make test must stay within 20 minutes,
+#: and the unit tests and the book build take the rest).
+TOTAL_BUDGET_S = 600.0
 
 
 def notebook_keys(root: Path) -> dict[str, str]:
@@ -121,15 +129,53 @@ def collect(junit: Path, out: Path, root: Path = ROOT) -> dict:
     return data
 
 
+def check(junit: Path, committed: Path, root: Path = ROOT) -> list[str]:
+    """Compare a run with the committed timings; return the problems (empty when within limits).
+
+    A notebook fails the check when it took more than ``SLOWDOWN_LIMIT`` × its committed time +
+    ``SLACK_S``, when it has no committed time at all (run `make timings` and commit), or when all
+    notebooks together took more than ``TOTAL_BUDGET_S``.
+    """
+    times, _, _ = read_junit(junit, root)
+    old = json.loads(committed.read_text()).get("notebooks", {}) if committed.is_file() else {}
+    problems = []
+    for path, entry in sorted(times.items()):
+        before = old.get(path, {}).get("seconds")
+        if before is None:
+            problems.append(f"{path}: no committed machine time; run `make timings` and commit "
+                            f"{committed.relative_to(root)}")
+            continue
+        limit = SLOWDOWN_LIMIT * before + SLACK_S
+        mark = "" if entry["seconds"] <= limit else "   <-- over the limit"
+        print(f"{path}: {entry['seconds']:.1f} s (committed {before:.1f} s, limit {limit:.0f} s){mark}")
+        if mark:
+            problems.append(f"{path}: {entry['seconds']:.1f} s, more than {SLOWDOWN_LIMIT:g} x its "
+                            f"committed {before:.1f} s + {SLACK_S:g} s: find what got slower, or "
+                            "if the change is intended run `make timings` and commit")
+    total = sum(entry["seconds"] for entry in times.values())
+    print(f"all notebooks: {total:.0f} s (budget {TOTAL_BUDGET_S:.0f} s)")
+    if total > TOTAL_BUDGET_S:
+        problems.append(f"all notebooks took {total:.0f} s, over the {TOTAL_BUDGET_S:.0f} s budget")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("junit", nargs="?", type=Path, default=DEFAULT_JUNIT,
                         help=f"pytest --junitxml report (default: {DEFAULT_JUNIT.relative_to(ROOT)})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--check", action="store_true",
+                        help="compare the run with --out instead of updating it; exit 1 when a "
+                             "notebook is over its limit or the total over budget")
     args = parser.parse_args(argv)
     if not args.junit.is_file():
         print(f"collect_timings: {args.junit} not found; run `make test` first", file=sys.stderr)
         return 1
+    if args.check:
+        problems = check(args.junit, args.out)
+        for problem in problems:
+            print(f"collect_timings: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     data = collect(args.junit, args.out)
     for path, entry in data["notebooks"].items():
         print(f"{path}: {entry['seconds']:.1f} s over {entry['cells']} cells ({entry['measured']})")

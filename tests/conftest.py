@@ -5,6 +5,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+NBVAL_DEFAULT_CELL_TIMEOUT = 2000   # nbval's own default, replaced by the book's limit below
+
+
+def book_cell_timeout(root: Path = ROOT) -> int:
+    """``execute.timeout`` of _config.yml: one per-cell limit for the book build and for nbval."""
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    return int(config["execute"]["timeout"])
+
+
+def pytest_configure(config):
+    option = config.option
+    if getattr(option, "nbval_cell_timeout", None) in (NBVAL_DEFAULT_CELL_TIMEOUT, str(NBVAL_DEFAULT_CELL_TIMEOUT)):
+        option.nbval_cell_timeout = book_cell_timeout()
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,28 @@ def test_as_number():
     from labkit.check import as_number
 
     assert as_number("x", "2.5") == 2.5
-    for bad in ("two", None, float("nan"), float("inf")):
+    for bad in ("two", float("nan"), float("inf"), True, [1.0]):
         with pytest.raises(LabCheckError, match="x should be"):
             as_number("x", bad)
+
+
+@pytest.mark.parametrize("stub", [..., None])
+def test_an_unfilled_placeholder_says_to_replace_it(stub):
+    from labkit.check import as_number
+
+    with pytest.raises(LabCheckError, match="x is still .*replace it with your answer"):
+        as_number("x", stub)
+
+
+@pytest.mark.parametrize("wrong, why", [
+    (2.0, "off by 2x"), (0.5, "the inverse ratio"), (1000.0, "milliseconds for seconds"),
+    (-1.0, "the wrong sign"), (1.2, "20 % off")])
+def test_expect_close_rejects_typical_wrong_answers_and_names_the_ratio(wrong, why):
+    with pytest.raises(LabCheckError, match=r"expected about 1 \(.*× the expected value\)\. look again"):
+        expect_close("speedup", wrong, 1.0, rel=0.1, hint="look again")
+
+
+def test_expect_close_accepts_within_tolerance_only(capsys):
+    expect_close("speedup", 1.04, 1.0, rel=0.05)
+    with pytest.raises(LabCheckError):
+        expect_close("speedup", 1.06, 1.0, rel=0.05)

@@ -105,15 +105,13 @@ def test_every_chapter_and_lab_declares_its_time_and_objectives(repo_root):
 
 def test_the_committed_timings_match_the_toc(repo_root):
     timings = ws.load_timings()
-    if not timings:
-        pytest.skip("book/instructors/timings.json not collected yet: make test && make timings")
+    assert timings, "book/instructors/timings.json is missing: make test && make timings, then commit it"
     listed = {p.notebook for p in ws.course_pages(repo_root)}
     assert set(timings["notebooks"]) <= {str(p.relative_to(repo_root)) for p in
                                          repo_root.glob("*/**/*.ipynb")}, "a timed notebook is gone"
     assert timings["machine"]["cores"] >= 1
     missing = listed - set(timings["notebooks"])
-    if missing:
-        pytest.skip(f"no machine time yet for {sorted(missing)}: make test && make timings")
+    assert not missing, f"no machine time for {sorted(missing)}: make test && make timings, then commit"
 
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest"
@@ -143,6 +141,38 @@ def test_collect_timings_sums_cells_and_keeps_old_values_of_failed_notebooks(tmp
         "labs/00-setup-check.ipynb": {"seconds": 9.9, "cells": 8, "measured": "2026-11-01"}}
     assert data["collected"] == "2026-11-28" and data["machine"]["cores"] >= 1
     assert json.loads(out.read_text()) == data
+
+
+def _check_setup(root, committed: dict):
+    (root / "book").mkdir(parents=True)
+    (root / "labs").mkdir()
+    (root / "book/01-models.ipynb").write_text("{}")
+    (root / "labs/00-setup-check.ipynb").write_text("{}")
+    out = root / "timings.json"
+    out.write_text(json.dumps({"notebooks": committed}))
+    junit = root / "junit.xml"
+    junit.write_text(JUNIT)     # 01-models 4.8 s, 00-setup-check 2.0 s
+    return junit, out, root
+
+
+def test_timing_check_passes_within_the_limit_and_fails_a_slowdown(tmp_path, monkeypatch):
+    ok = {"book/01-models.ipynb": {"seconds": 4.0}, "labs/00-setup-check.ipynb": {"seconds": 2.0}}
+    assert collect_timings.check(*_check_setup(tmp_path / "ok", ok)) == []
+    monkeypatch.setattr(collect_timings, "SLACK_S", 0.0)
+    slow = {"book/01-models.ipynb": {"seconds": 2.0}, "labs/00-setup-check.ipynb": {"seconds": 2.0}}
+    (problem,) = collect_timings.check(*_check_setup(tmp_path / "slow", slow))   # 4.8 s > 2 x 2.0 s
+    assert "book/01-models.ipynb" in problem and "make timings" in problem
+
+
+def test_timing_check_fails_a_notebook_without_a_committed_time(tmp_path):
+    (problem,) = collect_timings.check(*_check_setup(tmp_path, {"book/01-models.ipynb": {"seconds": 9.0}}))
+    assert "labs/00-setup-check.ipynb" in problem and "no committed machine time" in problem
+
+
+def test_the_committed_timings_fit_the_budget():
+    timings = ws.load_timings()
+    total = sum(entry["seconds"] for entry in timings["notebooks"].values())
+    assert total <= collect_timings.TOTAL_BUDGET_S
 
 
 def test_plain_drops_roles_and_links_that_would_break_on_the_agenda_page():

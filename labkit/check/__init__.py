@@ -23,6 +23,11 @@ def expect(condition: bool, hint: str) -> None:
 
 def as_number(name: str, value) -> float:
     """``value`` as a finite float, or :class:`LabCheckError` saying that ``name`` must be one."""
+    if value is Ellipsis or value is None:
+        raise LabCheckError(f"{name} is still {value!r}: replace it with your answer (a number), "
+                            "then run the cell again")
+    if isinstance(value, bool):
+        raise LabCheckError(f"{name} should be a number, got the truth value {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
