@@ -92,14 +92,22 @@ def test_math_is_served_locally(html):
     assert {e: r for e, r in remote.items() if r} == {}, "MathJax must come from _static (offline)"
 
 
-def test_the_pages_workflow_builds_with_make_book_and_publishes_the_html():
+def test_the_workflow_tests_every_push_and_pull_request_and_publishes_only_after():
     import yaml
 
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
     triggers = workflow[True]            # YAML 1.1 reads the key `on` as True
-    assert triggers["push"]["branches"] == ["main"] and triggers["schedule"]
-    steps = workflow["jobs"]["build"]["steps"]
-    assert any(s.get("run", "").strip() == "make book" for s in steps)
-    upload = next(s for s in steps if "upload-pages-artifact" in s.get("uses", ""))
+    assert triggers["push"]["branches"] == ["main"] and "pull_request" in triggers
+    assert triggers["schedule"]
+    test = workflow["jobs"]["test"]
+    runs = [s.get("run", "").strip() for s in test["steps"]]
+    assert "make test" in runs, "CI must run the tests, not only build the book"
+    assert runs.index("make book") < runs.index("make test"), \
+        "make book first, so the browser test checks the executed HTML too"
+    assert set(test["env"]["LABKIT_REQUIRE_TOOLS"].split(",")) == {"fio", "chromium"}
+    assert test["env"]["TORCH_CPU"] == "1" and test["timeout-minutes"] <= 90
+    upload = next(s for s in test["steps"] if "upload-pages-artifact" in s.get("uses", ""))
     assert upload["with"]["path"] == "_build/html"
-    assert "deploy-pages" in workflow["jobs"]["deploy"]["steps"][0]["uses"]
+    deploy = workflow["jobs"]["deploy"]
+    assert deploy["needs"] == "test", "Pages must deploy only after the tests pass"
+    assert "pull_request" in deploy["if"] and "deploy-pages" in deploy["steps"][-1]["uses"]
