@@ -179,3 +179,127 @@ def test_plain_drops_roles_and_links_that_would_break_on_the_agenda_page():
     text = ("[Lab 1](../labs/01-small-model-inference.ipynb) ({term}`prefill`, roofline); "
             "see {doc}`Lab 5 <../labs/05-distributed-ray>`.")
     assert ws.plain(text) == "Lab 1 (prefill, roofline); see Lab 5."
+
+
+# --- agendas right by construction (issue 17, item 1) ---
+
+def _all_agendas():
+    pages, timings, pilot = ws.course_pages(ROOT), ws.load_timings(), ws.load_pilot()
+    agendas = [(f.name, ws.build_agenda(pages, timings, f, pilot=pilot)) for f in ws.FORMATS]
+    agendas += [(f"track:{t.key}", ws.track_agenda(t, pages, timings, pilot)) for t in ws.TRACKS]
+    return pages, agendas
+
+
+def _respects_prerequisites(pages, agenda) -> list[str]:
+    known = ws.by_ref(pages)
+    before = {p.ref for p in agenda.before_the_day}
+    seen, problems = set(), []
+    for slot in sorted(agenda.slots, key=lambda s: (s.day, s.start)):
+        if not slot.page:
+            continue
+        for need in slot.page.requires:
+            if need in known and need not in seen and need not in before:
+                problems.append(f"{slot.page.ref} (day {slot.day} {ws.hhmm(slot.start)}) before {need}")
+        seen.add(slot.page.ref)
+    return problems
+
+
+def test_lab_prerequisites_are_parsed():
+    assert ws.lab_numbers("Lab 1 (decode, roofline) and chapter 01") == ["1"]
+    assert ws.lab_numbers("Labs 1 and 4; Labs 2–3") == ["1", "4", "2", "3"]
+    assert ws.lab_numbers("a lab in the cloud") == []
+    page = ws.parse_glance(GLANCE.replace("chapter 7.", "chapter 7, Lab 1."), "labs/02-x", "lab")
+    assert page.requires == ["chapter 01", "chapter 07", "Lab 1"]
+
+
+@pytest.mark.parametrize("text, split", [
+    ("about 40 minutes (25 teaching, 15 exercises)", (25, 15)),
+    ("about an hour: 20 minutes of teaching and 40 minutes of exercises", (20, 40)),
+    ("about 40 minutes to read", (None, None))])
+def test_declared_split_is_parsed(text, split):
+    assert ws.parse_split(text) == split
+
+
+def test_every_generated_agenda_respects_every_prerequisite():
+    pages, agendas = _all_agendas()
+    assert {name for name, _ in agendas} >= {"half-day", "full-day", "two-day", "track:serving",
+                                             "track:platform-sizing", "track:training-and-data"}
+    problems = {name: p for name, agenda in agendas if (p := _respects_prerequisites(pages, agenda))}
+    assert problems == {}
+
+
+def test_the_check_catches_an_agenda_that_breaks_a_prerequisite():
+    pages, agendas = _all_agendas()
+    agenda = dict(agendas)["full-day"]
+    lab1 = next(s for s in agenda.slots if s.page and s.page.ref == "Lab 1")
+    lab2 = next(s for s in agenda.slots if s.page and s.page.ref == "Lab 2")
+    lab1.start, lab2.start = lab2.start, lab1.start            # Lab 2 before Lab 1
+    assert _respects_prerequisites(pages, agenda) == [
+        f"Lab 2 (day 1 {ws.hhmm(lab2.start)}) before Lab 1"]
+
+
+def test_every_track_schedules_all_its_items_and_reaches_the_eks_chapters():
+    pages, agendas = _all_agendas()
+    have = {p.entry for p in pages}
+    for track in ws.TRACKS:
+        agenda = dict(agendas)[f"track:{track.key}"]
+        scheduled = [p.entry for p in agenda.scheduled()]
+        assert agenda.not_scheduled == [], (track.name, agenda.not_scheduled)
+        assert scheduled == [e for e in track.entries if e in have], track.name   # in teaching order
+        assert {"book/07-storage", "book/08-hardware-options", "book/09-workload-patterns"} & set(scheduled)
+
+
+def test_slots_show_teaching_and_exercise_minutes_apart_and_add_up():
+    pages, agendas = _all_agendas()
+    for name, agenda in agendas:
+        text = ws.agenda_markdown(agenda, ws.load_timings())
+        assert "| teaching (min) | exercises (min) |" in text, name
+        for slot in agenda.slots:
+            if slot.page:
+                assert slot.teaching + slot.exercises <= slot.minutes < slot.teaching + slot.exercises + 5 + 5
+
+
+def test_two_days_start_again_in_the_morning():
+    pages = [page(f"book/0{i}-x", "chapter", 100) for i in range(1, 8)]
+    agenda = ws.build_agenda(pages, {}, ws.TWO_DAYS)
+    assert agenda.days_used == 2
+    day2 = [s for s in agenda.slots if s.day == 2]
+    assert day2[0].what == "Welcome back" and day2[0].start == ws.TWO_DAYS.start
+    assert [s.what for s in agenda.slots].count("Lunch") == 2
+
+
+def test_pilot_medians_replace_declared_times():
+    p = page("book/01-a", "chapter", 40)
+    p.teaching_minutes, p.exercise_minutes = 25, 15
+    pilot = {"runs": [{"items": {"book/01-a": {"teaching": 30, "exercises": 20}}},
+                      {"items": {"book/01-a": {"teaching": 34, "exercises": 26}}},
+                      {"items": {"book/02-b": {"teaching": 5, "exercises": 5}}}]}
+    assert ws.pilot_minutes(pilot, p) == (32, 23, 2)
+    assert ws.planned_minutes(p, pilot) == (32, 23) and ws.planned_minutes(p, {}) == (25, 15)
+    assert ws.slot_minutes(p, 30.0, pilot) == 60                  # 55 min + 30 s, up to 5 min
+    agenda = ws.build_agenda([p], {}, ws.HALF_DAY, pilot=pilot)
+    assert "pilot median" in ws.agenda_markdown(agenda, {}, pilot)
+
+
+def test_the_pilot_file_is_valid():
+    pilot = ws.load_pilot()
+    assert isinstance(pilot["runs"], list)
+    entries = {p.entry for p in ws.course_pages(ROOT)}
+    for run in pilot["runs"]:
+        assert set(run["items"]) <= entries, "a pilot run names a page that is not in the toc"
+        for item in run["items"].values():
+            assert item["teaching"] >= 0 and item["exercises"] >= 0
+
+
+def test_the_pilot_timings_issue_template_asks_for_teaching_and_exercise_minutes():
+    import yaml
+
+    form = yaml.safe_load((ROOT / ".github" / "ISSUE_TEMPLATE" / "pilot-timings.yml").read_text())
+    assert form["name"] == "Pilot timings"
+    fields = {item.get("id"): item for item in form["body"] if item["type"] != "markdown"}
+    assert {"date", "learners", "format", "items"} <= set(fields)
+    assert all(fields[f]["validations"]["required"] for f in ("date", "learners", "format", "items"))
+    example = fields["items"]["attributes"]["placeholder"]
+    assert "teaching" in example and "exercises" in example
+    tracks = fields["format"]["attributes"]["options"]
+    assert all(any(t.name in option for option in tracks) for t in ws.TRACKS)
