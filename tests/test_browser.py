@@ -165,6 +165,7 @@ class Site:
     base: str
     context: object
     reports: dict[str, PageReport]
+    html: Path = Path()
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +232,7 @@ def sites(request, browser):
             context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
             stack.callback(context.close)
             reports = {page: visit(context, base, page, shots / shot_name(page)) for page in pages}
-            opened[name] = Site(name, base, context, reports)
+            opened[name] = Site(name, base, context, reports, html)
             return opened[name]
 
         yield open_site
@@ -325,6 +326,32 @@ def test_search_finds_kv_cache(strict_site):
         assert any("glossary" in h for h in hits), hits
     finally:
         tab.close()
+
+
+def test_a_slide_deck_opens_offline_and_moves_on(site):
+    """Every chapter's deck (book/_ext/slides.py) loads without errors or network requests; on
+    the executed book the key plot is there."""
+    decks = sorted(p.name for p in (site.html / "slides").glob("*.html"))
+    assert decks, "no slide decks were written"
+    tab = site.context.new_page()
+    errors, failed = [], []
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    tab.on("requestfailed", lambda r: failed.append(r.url))
+    tab.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    tab.on("request", lambda r: failed.append(r.url) if not r.url.startswith(site.base) else None)
+    try:
+        for name in decks:
+            tab.goto(urljoin(site.base, f"slides/{name}"), wait_until="load")
+            tab.wait_for_function("window.Reveal && Reveal.isReady()", timeout=10000)
+            assert tab.evaluate("Reveal.getTotalSlides()") == 5, name
+            tab.keyboard.press("ArrowRight")
+            assert tab.evaluate("Reveal.getIndices().h") == 1, name
+            if site.name == "make-book" and name == "01-models.html":
+                tab.evaluate("Reveal.slide(2)")
+                assert tab.locator("section.present figure img").count() == 1, "no key plot on slide 3"
+    finally:
+        tab.close()
+    assert errors == [] and failed == []
 
 
 def test_the_checks_catch_a_broken_page(browser, tmp_path):

@@ -558,6 +558,17 @@ def objectives_markdown(pages: list[Page]) -> str:
     return "\n\n".join(parts)
 
 
+def slides_markdown(pages: list[Page]) -> str:
+    """A table linking each chapter's slide deck (written by book/_ext/slides.py into the built
+    site's ``slides/`` folder; the links are relative to this page, book/instructors/)."""
+    rows = ["| chapter | slides |", "|---|---|"]
+    for page in pages:
+        if page.kind == "chapter":
+            name = page.entry.split("/")[-1]
+            rows.append(f"| {page.title} | <a href=\"../../slides/{name}.html\">{name} slides</a> |")
+    return "\n".join(rows)
+
+
 # --- Sphinx extension: the {workshop} directive --------------------------------------------
 
 RENDERERS = {
@@ -567,6 +578,7 @@ RENDERERS = {
         t, pages, timings, pilot))(t) for t in TRACKS},
     "timings": timings_markdown,
     "objectives": lambda pages, timings, pilot: objectives_markdown(pages),
+    "slides": lambda pages, timings, pilot: slides_markdown(pages),
 }
 
 
