@@ -289,7 +289,8 @@ def test_schemas_reject_unknown_fields(kind, path, typo):
 
 def test_pytorchjob_webhook_rules():
     doc = copy.deepcopy(_doc("pytorchjob"))
-    doc["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] = 2
+    doc["spec"]["pytorchReplicaSpecs"]["Master"] = {
+        **doc["spec"]["pytorchReplicaSpecs"]["Worker"], "replicas": 2}
     with pytest.raises(ValueError, match="Master"):
         k8s.validate_manifest(doc)
     doc = copy.deepcopy(_doc("pytorchjob"))
@@ -385,6 +386,103 @@ def test_ray_session_shuts_down_on_errors_and_leaves_no_process(monkeypatch):
     assert callbacks == []                                  # the hook was removed
     assert {k: os.environ.get(k) for k in env_before} == env_before
     assert not (Path.home() / ".ray" / "auth_token").exists() or env_before["RAY_AUTH_TOKEN"]
+
+
+def test_ray_processes_are_recognised_by_their_executable_not_by_a_folder_name():
+    ray_dir = "/venv/lib/python3.11/site-packages/ray"
+    assert dist._is_ray_process("raylet", ["/x/raylet", "--raylet_socket_name=s"], ray_dir)
+    assert dist._is_ray_process("ray::IDLE", ["ray::IDLE"], ray_dir)
+    assert dist._is_ray_process("python", ["/venv/bin/python", "-u",
+                                           f"{ray_dir}/_private/log_monitor.py"], ray_dir)
+    # a course cloned under a folder called "ray": its own servers are not Ray's
+    assert not dist._is_ray_process("python", ["/home/me/ray/course/.venv/bin/python", "-m",
+                                               "labkit.serve", "--port", "8000"], ray_dir)
+    assert not dist._is_ray_process("python", ["/usr/bin/python", "/home/me/ray/run.py"],
+                                    ray_dir)
+    assert not dist._is_ray_process("bash", ["bash", "-c", "ls /tmp/ray/"], ray_dir)
+
+
+def test_owner_tags_tell_a_dead_owner_from_a_live_one():
+    import subprocess
+    import sys
+
+    me = dist._owner_tag()
+    assert dist._owner_alive(me)
+    pid, started = me.split(":")
+    assert not dist._owner_alive(f"{pid}:{float(started) - 100:.3f}")   # pid reused
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    tag = dist._owner_tag(child.pid)
+    assert dist._owner_alive(tag)
+    child.wait()
+    assert not dist._owner_alive(tag)
+    assert not dist._owner_alive("not a tag")
+
+
+_KILLED_OWNER = r"""
+import pathlib, subprocess, sys, tempfile, time
+from labkit import distributed as d
+from labkit.scratch import scratch_root
+
+session = d.RaySession()
+session.start()
+# What a kernel killed mid-session can leave besides Ray's own processes (which may or may not
+# outlive it): a process carrying the session's marks that does not die with its owner (as
+# Ray's agents did in the review), and a retry-marker folder of run_flaky_tasks.
+orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                          start_new_session=True)
+retries = tempfile.mkdtemp(prefix="ray-retries-", dir=scratch_root())
+d._write_owner_file(pathlib.Path(retries))
+print(session.id, session.temp_dir, retries, orphan.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_next_start_cleans_up_after_a_killed_owner(monkeypatch, tmp_path):
+    """A process that owns a Ray session is SIGKILLed mid-way (as a kernel killed by a time
+    limit); the next RaySession start ends every process and removes every folder of that
+    session, and nothing of a live session."""
+    pytest.importorskip("ray")
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    script = tmp_path / "owner.py"
+    script.write_text(_KILLED_OWNER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             env=env)
+    try:
+        line = owner.stdout.readline().split()
+        assert len(line) == 4, f"the owner did not start its session: {line}"
+        dead_id, temp, retries, orphan_pid = line[0], Path(line[1]), Path(line[2]), int(line[3])
+        dead_pids = {row["pid"] for row in dist.ray_processes(dead_id)}
+        assert dead_pids, "the owner's session runs"
+        assert (temp / dist.OWNER_FILE).exists() and (retries / dist.OWNER_FILE).exists()
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    assert psutil.pid_exists(orphan_pid) and temp.exists() and retries.exists()  # left behind
+
+    def running(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    with dist.ray_session() as session:
+        assert orphan_pid in session.cleaned["pids"]
+        assert {str(temp), str(retries)} <= set(session.cleaned["folders"])
+        assert not running(orphan_pid) and not any(running(pid) for pid in dead_pids)
+        assert dist.ray_processes(dead_id) == [] and not temp.exists() and not retries.exists()
+        assert session.processes() and Path(session.temp_dir).exists()
+        assert dist.cleanup_dead_sessions() == {"pids": [], "folders": []}  # live: untouched
+        assert session.processes()
+    assert dist.ray_processes(session.id) == []
 
 
 def test_shutdown_all_without_sessions_is_a_no_op():
