@@ -326,6 +326,50 @@ def test_rayjob_runs_the_labs_script():
     assert exit_.value.code == 0
 
 
+def test_rayjob_asks_for_more_gpu_actors_than_it_starts_with():
+    """The autoscaling the manifest describes happens only if actors wait for a GPU."""
+    spec = _doc("rayjob")["spec"]
+    entry = spec["entrypoint"].split()
+    workers = int(entry[entry.index("--workers") + 1])
+    gpus_each = float(entry[entry.index("--gpus-per-worker") + 1])
+    (group,) = [g for g in spec["rayClusterSpec"]["workerGroupSpecs"]
+                if "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]
+                ["limits"]]
+    gpus_per_pod = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]
+                       ["nvidia.com/gpu"])
+    assert group["replicas"] * gpus_per_pod < workers * gpus_each      # some actors wait
+    assert workers * gpus_each <= group["maxReplicas"] * gpus_per_pod   # and can all run
+
+
+def test_pytorchjob_uses_an_elastic_rendezvous_that_can_re_form():
+    spec = _doc("pytorchjob")["spec"]
+    elastic = spec["elasticPolicy"]
+    assert elastic["rdzvBackend"] == "c10d" and elastic["maxRestarts"] >= 1
+    (worker,) = spec["pytorchReplicaSpecs"].values()          # workers only: no static master
+    assert elastic["minReplicas"] == elastic["maxReplicas"] == worker["replicas"]
+    container = worker["template"]["spec"]["containers"][0]
+    assert "--master-addr" not in " ".join(container["command"])  # torchrun reads PET_*
+    assert {"name": "pytorchjob-port", "containerPort": 23456} in container["ports"]
+
+
+@pytest.mark.parametrize("kind", ["pytorchjob", "jobset"])
+def test_training_jobs_stay_off_spot_and_the_inference_pool(kind):
+    for template in _pod_templates(kind, _doc(kind)):
+        pod = template["spec"]
+        assert pod["nodeSelector"]["karpenter.sh/capacity-type"] == "on-demand"
+        assert pod["nodeSelector"]["workload"] == "training"
+        env = {e["name"]: e["value"] for e in pod["containers"][0].get("env", [])}
+        assert env.get("NCCL_DEBUG") == "INFO"       # the log says whether NET/OFI (EFA) is used
+
+
+def test_jobset_comment_names_the_host_the_command_uses():
+    text = MANIFESTS["jobset"].read_text()
+    args = " ".join(_doc("jobset")["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+                    ["spec"]["containers"][0]["args"])
+    host = args.split("--master-addr=")[1].split()[0]
+    assert host == "tiny-gpt-ddp-ddp-nodes-0-0.tiny-gpt-ddp" and host in text.split("apiVersion")[0]
+
+
 @pytest.mark.parametrize("kind", ["pytorchjob", "jobset"])
 def test_training_jobs_fit_their_nodes(kind):
     for template in _pod_templates(kind, _doc(kind)):
