@@ -38,6 +38,7 @@ parallelism and ZeRO stages 1-3 / FSDP on top of :func:`labkit.memory.training_b
 Command line (what the course's RayJob, PyTorchJob and JobSet run)::
 
     python -m labkit.distributed batch-inference --workers 2    # Ray; RAY_ADDRESS respected
+    python -m labkit.distributed batch-inference --workers 4 --gpus-per-worker 1   # the RayJob
     python -m labkit.distributed ddp --steps 8                   # 2 local gloo ranks, or
     torchrun --nproc-per-node=2 -m labkit.distributed ddp        # ranks from torchrun's env
 
@@ -1560,7 +1561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bi = sub.add_parser("batch-inference", help="the tiny model over shards on Ray actors "
                         "(local Ray, or the cluster in RAY_ADDRESS)")
     bi.add_argument("--workers", type=int, default=0, help="actors (default: one per CPU, "
-                    "or per GPU with --gpus-per-worker)")
+                    "or per GPU with --gpus-per-worker, of the cluster as it is now; ask for "
+                    "more on an autoscaling cluster and the waiting actors make Ray add "
+                    "worker nodes)")
     bi.add_argument("--shards", type=int, default=16)
     bi.add_argument("--prompts-per-shard", type=int, default=8)
     bi.add_argument("--new-tokens", type=int, default=64)
