@@ -529,5 +529,34 @@ def test_the_next_start_cleans_up_after_a_killed_owner(monkeypatch, tmp_path):
     assert dist.ray_processes(session.id) == []
 
 
+def test_cleanup_touches_only_folders_marked_by_a_dead_owner(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path))
+    monkeypatch.setattr(dist.tempfile, "gettempdir", lambda: str(tmp_path))
+    foreign = tmp_path / "ray-someone-else"            # no owner file: not the course's
+    live = tmp_path / "ray-live"
+    dead = tmp_path / "ray-dead"
+    other = tmp_path / "labkit-dead"                    # not a Ray folder
+    for folder in (foreign, live, dead, other):
+        folder.mkdir()
+    dist._write_owner_file(live, "live")
+    for folder in (dead, other):
+        (folder / dist.OWNER_FILE).write_text(json.dumps({"owner": "999999999:1.000"}))
+    result = dist.cleanup_dead_sessions()
+    assert result == {"pids": [], "folders": [str(dead)]}
+    assert foreign.exists() and live.exists() and other.exists() and not dead.exists()
+
+
+def test_default_cpus_follow_the_usable_cores(monkeypatch):
+    from labkit import hardware
+
+    for cores, want in [(1, 2), (2, 2), (3, 3), (16, dist.RAY_MAX_CPUS)]:
+        monkeypatch.setattr(hardware, "usable_cores", lambda c=cores: c)
+        assert dist.default_num_cpus() == want
+        assert dist.RaySession().num_cpus == want
+    assert dist.RaySession(num_cpus=1).num_cpus == 1
+
+
 def test_shutdown_all_without_sessions_is_a_no_op():
     assert dist.shutdown_all() == []
