@@ -3,7 +3,8 @@
 Three parts, each usable from a notebook, a test or the command line:
 
 **Ray.** :class:`RaySession` starts Ray the course's way and always stops it. Locally it
-starts a private cluster with 2 CPUs, no dashboard, usage statistics off, an object store
+starts a private cluster with :func:`default_num_cpus` CPUs (2 to 4: the usable cores), no
+dashboard web UI, usage statistics off, an object store
 capped at :data:`RAY_OBJECT_STORE_BYTES`, token authentication with a token that lives only
 in the environment (nothing is written to ``~/.ray``) and its temp folder inside the course's
 scratch area (:mod:`labkit.scratch`). When ``RAY_ADDRESS`` is set (a RayJob on KubeRay sets it
@@ -11,7 +12,10 @@ for its entrypoint) the same code connects to that cluster instead, so one scrip
 laptop and on EKS unchanged. Leaving the session (``with``, :meth:`RaySession.shutdown`, a
 failing notebook cell after :meth:`RaySession.close_on_cell_error`, or interpreter exit)
 shuts Ray down, waits for every process the session started, ends stragglers by their pid,
-removes the temp folder and raises if any Ray process is left. On top of it:
+removes the temp folder and raises if any Ray process is left. Every local session marks its
+processes (:data:`SESSION_ENV`, :data:`OWNER_ENV`) and its folders (:data:`OWNER_FILE`) with
+its owner, so the next start ends the processes and removes the folders of a session whose
+owner died without shutting down (a killed kernel): :func:`cleanup_dead_sessions`. On top of it:
 :func:`ray_overheads` and :func:`object_store_rates` (what a task, an actor call and a
 ``ray.put`` cost), :class:`ShardWorker` and :func:`batch_inference` (the course's tiny model
 run over shards of prompts by Ray actors), :func:`run_actor_kill` and :func:`run_flaky_tasks`
@@ -34,6 +38,7 @@ parallelism and ZeRO stages 1-3 / FSDP on top of :func:`labkit.memory.training_b
 Command line (what the course's RayJob, PyTorchJob and JobSet run)::
 
     python -m labkit.distributed batch-inference --workers 2    # Ray; RAY_ADDRESS respected
+    python -m labkit.distributed batch-inference --workers 4 --gpus-per-worker 1   # the RayJob
     python -m labkit.distributed ddp --steps 8                   # 2 local gloo ranks, or
     torchrun --nproc-per-node=2 -m labkit.distributed ddp        # ranks from torchrun's env
 
@@ -46,8 +51,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import importlib.util
 import json
 import os
+import shutil
 import secrets
 import signal
 import socket
@@ -65,18 +72,28 @@ from labkit.scratch import scratch_dir, scratch_root
 # --------------------------------------------------------------------------------------------
 # Ray: a session that always ends
 # --------------------------------------------------------------------------------------------
-#: CPUs of the local Ray cluster: the course machine's 2 cores.
+#: CPUs of the local Ray cluster on the course machine (2 cores); see :func:`default_num_cpus`.
 RAY_NUM_CPUS = 2
+#: Most CPUs a local session takes by default: 4 workers of the lab stay under 2 GiB of memory.
+RAY_MAX_CPUS = 4
 #: Cap of the local object store (Ray's default is 30 % of RAM, 7 GB here).
 RAY_OBJECT_STORE_BYTES = 256 * 2**20
 #: Environment variable carried by every process of a local session (value: the session id);
 #: it is how the process table is searched for leftovers.
 SESSION_ENV = "LABKIT_RAY_SESSION"
+#: Environment variable carried by every process of a local session: ``<pid>:<start time>`` of
+#: the process that started the session (its owner), so leftovers of a dead owner can be found.
+OWNER_ENV = "LABKIT_RAY_OWNER"
+#: File written into every folder a session creates (its Ray temp folder, the retry markers):
+#: the owner's pid and start time, and the session id.
+OWNER_FILE = "labkit-owner.json"
 #: Unix socket paths are limited to 107 bytes; Ray puts its sockets at
 #: ``<temp>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store`` (up to 64 bytes after
 #: ``<temp>``), so the temp folder's path must stay this short.
 _MAX_TEMP_PATH = 107 - 64
-_RAY_NAMES = ("raylet", "gcs_server", "plasma_store", "ray::")
+#: Names of Ray's native executables (Python processes of Ray run a script inside Ray's package,
+#: worker processes rename themselves ``ray::<what they run>``).
+_RAY_EXECUTABLES = ("raylet", "gcs_server", "plasma_store")
 _ACTIVE: list["RaySession"] = []
 
 
@@ -133,29 +150,194 @@ def _marked_processes(session_id: str | None = None) -> list:
     return found
 
 
-def _ray_descendants() -> list:
-    """Child processes (recursive) of this process that look like Ray's."""
+def default_num_cpus() -> int:
+    """CPUs of a local Ray session: the usable cores, at least 2 (the lab compares 1 and 2
+    workers) and at most :data:`RAY_MAX_CPUS`."""
+    from labkit.hardware import usable_cores
+
+    return max(RAY_NUM_CPUS, min(usable_cores(), RAY_MAX_CPUS))
+
+
+def _ray_package_dir() -> str | None:
+    """The folder of the installed ``ray`` package (without importing it), or None."""
+    try:
+        spec = importlib.util.find_spec("ray")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.realpath(list(spec.submodule_search_locations)[0])
+
+
+def _is_ray_process(name: str, cmdline: Sequence[str], ray_dir: str | None) -> bool:
+    """Whether a process is one of Ray's, by its executable only: a Ray binary
+    (:data:`_RAY_EXECUTABLES`), a worker (``ray::...``), or a Python running a script inside
+    Ray's package (the dashboard, the log monitor, the autoscaler monitor). A command line that
+    merely mentions a folder called ``ray`` is not enough."""
+    if name in _RAY_EXECUTABLES or name.startswith("ray::"):
+        return True
+    if not cmdline:
+        return False
+    if cmdline[0].startswith("ray::"):
+        return True
+    if not ray_dir or not os.path.basename(cmdline[0]).startswith("python"):
+        return False
+    for arg in cmdline[1:]:
+        if arg.startswith("-"):
+            continue            # interpreter options such as -u
+        return os.path.realpath(arg).startswith(ray_dir + os.sep)
+    return False
+
+
+def _session_of(proc) -> str | None:
+    """The :data:`SESSION_ENV` mark of ``proc`` or of its nearest marked ancestor below this
+    process (Ray's workers and agents rename themselves, which blanks the environment that
+    ``/proc`` shows, so their raylet's mark counts)."""
     psutil = _psutil()
+    me = os.getpid()
+    while proc is not None and proc.pid not in (me, 0, 1):
+        with contextlib.suppress(psutil.Error, OSError):
+            mark = proc.environ().get(SESSION_ENV)
+            if mark is not None:
+                return mark
+        try:
+            proc = proc.parent()
+        except psutil.Error:
+            return None
+    return None
+
+
+def _ray_descendants(session_id: str | None = None) -> list:
+    """Child processes (recursive) of this process that are Ray's (:func:`_is_ray_process`);
+    with ``session_id``, only those not marked as another session's."""
+    psutil = _psutil()
+    ray_dir = _ray_package_dir()
     found = []
     for proc in psutil.Process().children(recursive=True):
         try:
-            text = " ".join([proc.name(), *proc.cmdline()])
+            if not _is_ray_process(proc.name(), proc.cmdline(), ray_dir):
+                continue
+            if session_id is not None and _session_of(proc) not in (None, session_id):
+                continue
         except (psutil.Error, OSError):
             continue
-        if any(name in text for name in _RAY_NAMES) or "/ray/" in text:
-            found.append(proc)
+        found.append(proc)
     return found
+
+
+def _owner_tag(pid: int | None = None) -> str:
+    """``<pid>:<start time>`` of a process (default: this one): a pid alone can be reused."""
+    psutil = _psutil()
+    proc = psutil.Process(pid or os.getpid())
+    return f"{proc.pid}:{proc.create_time():.3f}"
+
+
+def _owner_alive(tag: str) -> bool:
+    """Whether the process named by an :func:`_owner_tag` still runs (same pid, same start)."""
+    psutil = _psutil()
+    try:
+        pid_text, started = tag.split(":", 1)
+        proc = psutil.Process(int(pid_text))
+        return abs(proc.create_time() - float(started)) < 0.01 and \
+            proc.status() != psutil.STATUS_ZOMBIE
+    except (ValueError, psutil.NoSuchProcess):
+        return False
+    except psutil.Error:            # exists, but we may not look at it: treat as alive
+        return True
+
+
+def _write_owner_file(folder: Path, session_id: str | None = None) -> None:
+    """Mark a folder as made by this process (see :func:`cleanup_dead_sessions`)."""
+    (folder / OWNER_FILE).write_text(json.dumps({"owner": _owner_tag(),
+                                                 "session_id": session_id}))
+
+
+def _sweep_roots() -> list[Path]:
+    roots = [scratch_root(), Path(tempfile.gettempdir())]
+    return [r for i, r in enumerate(roots) if r.is_dir() and r not in roots[:i]]
+
+
+def _dead_session_folders() -> list[Path]:
+    """``ray-*`` folders (scratch area, system temp folder) whose :data:`OWNER_FILE` names
+    an owner that no longer runs."""
+    found = []
+    for root in _sweep_roots():
+        for folder in root.glob("ray-*"):
+            try:
+                owner = json.loads((folder / OWNER_FILE).read_text()).get("owner", "")
+            except (OSError, ValueError, AttributeError):
+                continue        # not a folder of the course's sessions (or not ours to read)
+            if owner and not _owner_alive(owner):
+                found.append(folder)
+    return found
+
+
+def _uses_folder(proc, folders: Sequence[str]) -> bool:
+    """Whether ``proc`` has a file open in, or its command line names, one of ``folders``
+    (Ray's processes write their logs into their session's temp folder)."""
+    paths = [f.path for f in proc.open_files()] + list(proc.cmdline())
+    return any(folder in path for path in paths for folder in folders)
+
+
+def cleanup_dead_sessions(grace_s: float = 5.0) -> dict:
+    """End the processes and remove the folders of local Ray sessions whose owner has died.
+
+    A kernel killed while its Ray session ran (a time limit, "Restart kernel" after a hang)
+    never runs its shutdown; some of Ray's processes (its agents) can then live on, adopted by
+    PID 1, and its temp folders stay. Only what carries the course's own marks is touched:
+
+    - ``ray-*`` folders in the scratch area or the system temp folder holding an
+      :data:`OWNER_FILE` that names a process no longer running;
+    - processes of this user whose environment holds :data:`SESSION_ENV` and an
+      :data:`OWNER_ENV` naming such a process, or that have a file open in (or name in their
+      command line) one of those folders. The second test is needed because Ray's worker and
+      agent processes rename themselves (``ray::DashboardAgent``), which overwrites the
+      environment that ``/proc`` shows.
+
+    Sessions of live owners (another notebook, a test running beside this one) are left
+    alone. :class:`RaySession` calls this before it starts Ray. Returns
+    ``{"pids": [...], "folders": [...]}`` of what was ended and removed.
+    """
+    psutil = _psutil()
+    folders = _dead_session_folders()
+    names = [str(f) for f in folders]
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    dead_procs = []
+    for proc in psutil.process_iter(["pid", "uids"]):
+        try:
+            if proc.pid == os.getpid() or (uid is not None and proc.info["uids"] is not None
+                                           and proc.info["uids"].real != uid):
+                continue
+            env = proc.environ()
+            owner = env.get(OWNER_ENV) if SESSION_ENV in env else None
+            if (owner and not _owner_alive(owner)) or (names and _uses_folder(proc, names)):
+                dead_procs.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    for proc in dead_procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    gone, alive = psutil.wait_procs(dead_procs, timeout=grace_s) if dead_procs else ([], [])
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    if alive:
+        psutil.wait_procs(alive, timeout=grace_s)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"pids": sorted(p.pid for p in dead_procs), "folders": names}
 
 
 def ray_processes(session_id: str | None = None) -> list[dict]:
     """Ray processes in the process table: those of the course's local sessions (marked with
-    :data:`SESSION_ENV`, or only ``session_id``'s) and Ray-looking children of this process.
+    :data:`SESSION_ENV`, or only ``session_id``'s) and Ray's child processes of this process
+    (with ``session_id``: those not marked as another session's).
 
     Returns ``[{"pid", "name", "cmdline"}]`` (the command line cut to 120 characters); an
     empty list means nothing is left.
     """
     psutil = _psutil()
-    procs = {p.pid: p for p in [*_marked_processes(session_id), *_ray_descendants()]}
+    procs = {p.pid: p for p in [*_marked_processes(session_id), *_ray_descendants(session_id)]}
     rows = []
     for pid, proc in sorted(procs.items()):
         try:
@@ -205,7 +387,8 @@ class RaySession:
     """Ray, started the course's way and always shut down.
 
     Args:
-        num_cpus: CPUs of a local cluster (default 2, the course machine).
+        num_cpus: CPUs of a local cluster (default :func:`default_num_cpus`: the usable cores,
+            2 to 4).
         object_store_bytes: cap of the local object store (default 256 MiB).
         address: a cluster to connect to; default ``$RAY_ADDRESS``; neither means "start a
             local cluster".
@@ -216,9 +399,11 @@ class RaySession:
     :meth:`close_on_cell_error` after :meth:`start` so that a failing cell shuts Ray down.
     """
 
-    def __init__(self, num_cpus: int = RAY_NUM_CPUS,
+    def __init__(self, num_cpus: int | None = None,
                  object_store_bytes: int = RAY_OBJECT_STORE_BYTES,
                  address: str | None = None, log_to_driver: bool = False) -> None:
+        if num_cpus is None:
+            num_cpus = default_num_cpus()
         if not isinstance(num_cpus, int) or num_cpus < 1:
             raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
         if object_store_bytes < 80 * 2**20:
@@ -233,6 +418,7 @@ class RaySession:
         self.init_s: float | None = None
         self.temp_dir: Path | None = None
         self.last_report: ShutdownReport | None = None
+        self.cleaned: dict = {"pids": [], "folders": []}
         self._stack = contextlib.ExitStack()
         self._env_saved: dict[str, str | None] = {}
         self._procs: dict[int, Any] = {}
@@ -266,11 +452,17 @@ class RaySession:
                          log_to_driver=self.log_to_driver)
             else:
                 self.mode = "local"
+                self.cleaned = cleanup_dead_sessions()   # leftovers of killed kernels
                 self.temp_dir = self._stack.enter_context(
                     _ray_temp_dir(self.object_store_bytes + 256 * 2**20))
+                _write_owner_file(self.temp_dir, self.id)
                 self._set_env({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-                               "RAY_AUTH_TOKEN": _process_token(), SESSION_ENV: self.id})
+                               "RAY_AUTH_TOKEN": _process_token(), SESSION_ENV: self.id,
+                               OWNER_ENV: _owner_tag()})
                 _refresh_ray_auth()
+                # include_dashboard=False: no web UI; Ray 2.60 still starts a headless API
+                # server (dashboard.py --disable-frontend) and, per node, a dashboard agent
+                # and a runtime-env agent: all marked, all ended by shutdown().
                 ray.init(num_cpus=self.num_cpus, include_dashboard=False,
                          _temp_dir=str(self.temp_dir),
                          object_store_memory=self.object_store_bytes,
@@ -402,7 +594,7 @@ class RaySession:
     def _session_processes(self) -> list:
         if self.mode != "local":
             return []
-        return [*_marked_processes(self.id), *_ray_descendants()]
+        return [*_marked_processes(self.id), *_ray_descendants(self.id)]
 
     def _remember_processes(self) -> None:
         for proc in self._session_processes():
@@ -868,6 +1060,7 @@ def run_flaky_tasks(n_tasks: int = 4, *, crash: Sequence[int] = (1,),
 
     flaky = _remote(_flaky)
     with scratch_dir(prefix="ray-retries-") as folder:
+        _write_owner_file(folder)
         start = time.perf_counter()
         refs = {i: flaky.options(max_retries=max_retries).remote(
             i, str(folder), i in crash, i in raise_error) for i in range(n_tasks)}
@@ -1368,7 +1561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bi = sub.add_parser("batch-inference", help="the tiny model over shards on Ray actors "
                         "(local Ray, or the cluster in RAY_ADDRESS)")
     bi.add_argument("--workers", type=int, default=0, help="actors (default: one per CPU, "
-                    "or per GPU with --gpus-per-worker)")
+                    "or per GPU with --gpus-per-worker, of the cluster as it is now; ask for "
+                    "more on an autoscaling cluster and the waiting actors make Ray add "
+                    "worker nodes)")
     bi.add_argument("--shards", type=int, default=16)
     bi.add_argument("--prompts-per-shard", type=int, default=8)
     bi.add_argument("--new-tokens", type=int, default=64)

@@ -289,7 +289,8 @@ def test_schemas_reject_unknown_fields(kind, path, typo):
 
 def test_pytorchjob_webhook_rules():
     doc = copy.deepcopy(_doc("pytorchjob"))
-    doc["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] = 2
+    doc["spec"]["pytorchReplicaSpecs"]["Master"] = {
+        **doc["spec"]["pytorchReplicaSpecs"]["Worker"], "replicas": 2}
     with pytest.raises(ValueError, match="Master"):
         k8s.validate_manifest(doc)
     doc = copy.deepcopy(_doc("pytorchjob"))
@@ -323,6 +324,50 @@ def test_rayjob_runs_the_labs_script():
     with pytest.raises(SystemExit) as exit_:      # the CLI accepts the entrypoint's options
         dist.main(entry[3:] + ["--help"])
     assert exit_.value.code == 0
+
+
+def test_rayjob_asks_for_more_gpu_actors_than_it_starts_with():
+    """The autoscaling the manifest describes happens only if actors wait for a GPU."""
+    spec = _doc("rayjob")["spec"]
+    entry = spec["entrypoint"].split()
+    workers = int(entry[entry.index("--workers") + 1])
+    gpus_each = float(entry[entry.index("--gpus-per-worker") + 1])
+    (group,) = [g for g in spec["rayClusterSpec"]["workerGroupSpecs"]
+                if "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]
+                ["limits"]]
+    gpus_per_pod = int(group["template"]["spec"]["containers"][0]["resources"]["limits"]
+                       ["nvidia.com/gpu"])
+    assert group["replicas"] * gpus_per_pod < workers * gpus_each      # some actors wait
+    assert workers * gpus_each <= group["maxReplicas"] * gpus_per_pod   # and can all run
+
+
+def test_pytorchjob_uses_an_elastic_rendezvous_that_can_re_form():
+    spec = _doc("pytorchjob")["spec"]
+    elastic = spec["elasticPolicy"]
+    assert elastic["rdzvBackend"] == "c10d" and elastic["maxRestarts"] >= 1
+    (worker,) = spec["pytorchReplicaSpecs"].values()          # workers only: no static master
+    assert elastic["minReplicas"] == elastic["maxReplicas"] == worker["replicas"]
+    container = worker["template"]["spec"]["containers"][0]
+    assert "--master-addr" not in " ".join(container["command"])  # torchrun reads PET_*
+    assert {"name": "pytorchjob-port", "containerPort": 23456} in container["ports"]
+
+
+@pytest.mark.parametrize("kind", ["pytorchjob", "jobset"])
+def test_training_jobs_stay_off_spot_and_the_inference_pool(kind):
+    for template in _pod_templates(kind, _doc(kind)):
+        pod = template["spec"]
+        assert pod["nodeSelector"]["karpenter.sh/capacity-type"] == "on-demand"
+        assert pod["nodeSelector"]["workload"] == "training"
+        env = {e["name"]: e["value"] for e in pod["containers"][0].get("env", [])}
+        assert env.get("NCCL_DEBUG") == "INFO"       # the log says whether NET/OFI (EFA) is used
+
+
+def test_jobset_comment_names_the_host_the_command_uses():
+    text = MANIFESTS["jobset"].read_text()
+    args = " ".join(_doc("jobset")["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+                    ["spec"]["containers"][0]["args"])
+    host = args.split("--master-addr=")[1].split()[0]
+    assert host == "tiny-gpt-ddp-ddp-nodes-0-0.tiny-gpt-ddp" and host in text.split("apiVersion")[0]
 
 
 @pytest.mark.parametrize("kind", ["pytorchjob", "jobset"])
@@ -385,6 +430,132 @@ def test_ray_session_shuts_down_on_errors_and_leaves_no_process(monkeypatch):
     assert callbacks == []                                  # the hook was removed
     assert {k: os.environ.get(k) for k in env_before} == env_before
     assert not (Path.home() / ".ray" / "auth_token").exists() or env_before["RAY_AUTH_TOKEN"]
+
+
+def test_ray_processes_are_recognised_by_their_executable_not_by_a_folder_name():
+    ray_dir = "/venv/lib/python3.11/site-packages/ray"
+    assert dist._is_ray_process("raylet", ["/x/raylet", "--raylet_socket_name=s"], ray_dir)
+    assert dist._is_ray_process("ray::IDLE", ["ray::IDLE"], ray_dir)
+    assert dist._is_ray_process("python", ["/venv/bin/python", "-u",
+                                           f"{ray_dir}/_private/log_monitor.py"], ray_dir)
+    # a course cloned under a folder called "ray": its own servers are not Ray's
+    assert not dist._is_ray_process("python", ["/home/me/ray/course/.venv/bin/python", "-m",
+                                               "labkit.serve", "--port", "8000"], ray_dir)
+    assert not dist._is_ray_process("python", ["/usr/bin/python", "/home/me/ray/run.py"],
+                                    ray_dir)
+    assert not dist._is_ray_process("bash", ["bash", "-c", "ls /tmp/ray/"], ray_dir)
+
+
+def test_owner_tags_tell_a_dead_owner_from_a_live_one():
+    import subprocess
+    import sys
+
+    me = dist._owner_tag()
+    assert dist._owner_alive(me)
+    pid, started = me.split(":")
+    assert not dist._owner_alive(f"{pid}:{float(started) - 100:.3f}")   # pid reused
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    tag = dist._owner_tag(child.pid)
+    assert dist._owner_alive(tag)
+    child.wait()
+    assert not dist._owner_alive(tag)
+    assert not dist._owner_alive("not a tag")
+
+
+_KILLED_OWNER = r"""
+import pathlib, subprocess, sys, tempfile, time
+from labkit import distributed as d
+from labkit.scratch import scratch_root
+
+session = d.RaySession()
+session.start()
+# What a kernel killed mid-session can leave besides Ray's own processes (which may or may not
+# outlive it): a process carrying the session's marks that does not die with its owner (as
+# Ray's agents did in the review), and a retry-marker folder of run_flaky_tasks.
+orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                          start_new_session=True)
+retries = tempfile.mkdtemp(prefix="ray-retries-", dir=scratch_root())
+d._write_owner_file(pathlib.Path(retries))
+print(session.id, session.temp_dir, retries, orphan.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_next_start_cleans_up_after_a_killed_owner(monkeypatch, tmp_path):
+    """A process that owns a Ray session is SIGKILLed mid-way (as a kernel killed by a time
+    limit); the next RaySession start ends every process and removes every folder of that
+    session, and nothing of a live session."""
+    pytest.importorskip("ray")
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    script = tmp_path / "owner.py"
+    script.write_text(_KILLED_OWNER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             env=env)
+    try:
+        line = owner.stdout.readline().split()
+        assert len(line) == 4, f"the owner did not start its session: {line}"
+        dead_id, temp, retries, orphan_pid = line[0], Path(line[1]), Path(line[2]), int(line[3])
+        dead_pids = {row["pid"] for row in dist.ray_processes(dead_id)}
+        assert dead_pids, "the owner's session runs"
+        assert (temp / dist.OWNER_FILE).exists() and (retries / dist.OWNER_FILE).exists()
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    assert psutil.pid_exists(orphan_pid) and temp.exists() and retries.exists()  # left behind
+
+    def running(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    with dist.ray_session() as session:
+        assert orphan_pid in session.cleaned["pids"]
+        assert {str(temp), str(retries)} <= set(session.cleaned["folders"])
+        assert not running(orphan_pid) and not any(running(pid) for pid in dead_pids)
+        assert dist.ray_processes(dead_id) == [] and not temp.exists() and not retries.exists()
+        assert session.processes() and Path(session.temp_dir).exists()
+        assert dist.cleanup_dead_sessions() == {"pids": [], "folders": []}  # live: untouched
+        assert session.processes()
+    assert dist.ray_processes(session.id) == []
+
+
+def test_cleanup_touches_only_folders_marked_by_a_dead_owner(monkeypatch, tmp_path):
+    import json
+
+    monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path))
+    monkeypatch.setattr(dist.tempfile, "gettempdir", lambda: str(tmp_path))
+    foreign = tmp_path / "ray-someone-else"            # no owner file: not the course's
+    live = tmp_path / "ray-live"
+    dead = tmp_path / "ray-dead"
+    other = tmp_path / "labkit-dead"                    # not a Ray folder
+    for folder in (foreign, live, dead, other):
+        folder.mkdir()
+    dist._write_owner_file(live, "live")
+    for folder in (dead, other):
+        (folder / dist.OWNER_FILE).write_text(json.dumps({"owner": "999999999:1.000"}))
+    result = dist.cleanup_dead_sessions()
+    assert result == {"pids": [], "folders": [str(dead)]}
+    assert foreign.exists() and live.exists() and other.exists() and not dead.exists()
+
+
+def test_default_cpus_follow_the_usable_cores(monkeypatch):
+    from labkit import hardware
+
+    for cores, want in [(1, 2), (2, 2), (3, 3), (16, dist.RAY_MAX_CPUS)]:
+        monkeypatch.setattr(hardware, "usable_cores", lambda c=cores: c)
+        assert dist.default_num_cpus() == want
+        assert dist.RaySession().num_cpus == want
+    assert dist.RaySession(num_cpus=1).num_cpus == 1
 
 
 def test_shutdown_all_without_sessions_is_a_no_op():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from labkit.check import LabCheckError, expect_close, passed
+from labkit.check import LabCheckError, as_number, expect_close, passed
 from labkit.check.storage import prediction_rows
 from labkit.distributed import amdahl_parallel_fraction, make_shards
 
@@ -25,11 +25,28 @@ def _ok(msg: str) -> None:
     passed(msg)
 
 
+def _diagnose(name: str, value: float, candidates: Sequence[tuple[float, str]],
+              rel: float = 0.01) -> None:
+    """Raise the hint of the first typical wrong answer that ``value`` matches."""
+    for wrong, hint in candidates:
+        if math.isclose(value, wrong, rel_tol=rel, abs_tol=1e-12):
+            raise LabCheckError(f"{name} = {value:.4g}: {hint}")
+
+
 def check_min_task_ms(min_task_ms: float, overhead_ms: float, budget: float = 0.10) -> None:
     """Task 1: the shortest task whose Ray overhead (``overhead_ms`` per task) is at most
     ``budget`` of its own run time: ``overhead / budget``."""
     want = overhead_ms / budget
-    expect_close("min_task_ms", min_task_ms, want, rel=0.01,
+    value = as_number("min_task_ms", min_task_ms)
+    _diagnose("min_task_ms", value, [
+        (want / 1000, "that is in seconds; store milliseconds (x 1000)."),
+        (want * 1000, "that is in microseconds; store milliseconds (/ 1000)."),
+        (overhead_ms * budget, f"you multiplied the overhead by {budget}; the overhead must be "
+                               f"at most {budget:.0%} of the task's time, so divide by it."),
+        (overhead_ms, "that is the overhead itself: a task that short spends half its time "
+                      "in Ray's bookkeeping."),
+    ])
+    expect_close("min_task_ms", value, want, rel=0.01,
                  hint=f"The overhead ({overhead_ms:.3g} ms) must be at most "
                       f"{budget:.0%} of the task's own time t: overhead <= {budget} x t, so "
                       f"t >= overhead / {budget}.")
@@ -44,6 +61,8 @@ def check_make_shards(fn: Callable[[Sequence, int], list]) -> None:
         items = list(range(n_items))
         got = fn(items, n_shards)
         try:
+            if isinstance(got, (str, bytes)) or got is None:
+                raise TypeError
             shards = [list(s) for s in got]
         except TypeError:
             raise LabCheckError(f"make_shards({n_items} items, {n_shards}) returned {got!r}; "
@@ -52,6 +71,11 @@ def check_make_shards(fn: Callable[[Sequence, int], list]) -> None:
             raise LabCheckError(f"make_shards({n_items} items, {n_shards}) returned "
                                 f"{len(shards)} shards; it must return exactly {n_shards}.")
         flat = [x for s in shards for x in s]
+        if sorted(flat) == items and flat != items and n_shards > 1:
+            raise LabCheckError(f"make_shards({n_items} items, {n_shards}): every item is there "
+                                "once, but the shards are not contiguous slices in order "
+                                f"(the first shard is {shards[0][:4]}...). Slice items[start:"
+                                "start + size] instead of taking every n-th item.")
         if flat != items:
             missing = sorted(set(items) - set(flat))
             raise LabCheckError(f"make_shards({n_items} items, {n_shards}): joined back "
@@ -74,7 +98,17 @@ def check_make_shards(fn: Callable[[Sequence, int], list]) -> None:
 def check_parallel_fraction(parallel_fraction: float, speedup: float, workers: int) -> None:
     """Task 3: Amdahl's parallel fraction that explains the measured ``speedup``."""
     want = amdahl_parallel_fraction(speedup, workers)
-    expect_close("parallel_fraction", parallel_fraction, want, rel=0.01,
+    value = as_number("parallel_fraction", parallel_fraction)
+    _diagnose("parallel_fraction", value, [
+        (want * 100, "that is a percentage; give p as a fraction between 0 and 1."),
+        (speedup / workers, f"that is the efficiency S / N; Amdahl's p is the share of the "
+                            "work that runs in parallel. Solve S = 1 / ((1 - p) + p / N) "
+                            "for p."),
+        (1 - 1 / speedup, "you forgot to divide by (1 - 1/N): p = (1 - 1/S) / (1 - 1/N)."),
+        (1 / speedup, "that is 1 / S, the time of the parallel run relative to one worker, "
+                      "not the parallel fraction."),
+    ])
+    expect_close("parallel_fraction", value, want, rel=0.01,
                  hint=f"Solve S = 1 / ((1 - p) + p / N) for p with S = {speedup:.3f} and "
                       f"N = {workers}: p = (1 - 1/S) / (1 - 1/N).")
     note = ("" if 0 <= want <= 1 else
@@ -88,14 +122,20 @@ def check_permanent_failure(probability: float, p_crash: float, max_retries: int
     """Task 4: chance that a task fails for good when each attempt dies with ``p_crash`` and
     Ray makes ``1 + max_retries`` attempts: ``p_crash ** (1 + max_retries)``."""
     want = p_crash ** (1 + max_retries)
-    try:
-        value = float(probability)
-    except (TypeError, ValueError):
-        raise LabCheckError(f"give a probability (a number), got {probability!r}") from None
+    value = as_number("p_fail", probability)
     if not math.isclose(value, want, rel_tol=1e-6, abs_tol=1e-12):
         if math.isclose(value, p_crash ** max_retries, rel_tol=1e-6):
             raise LabCheckError(f"{value:.3g} counts only the retries. The first attempt can "
                                 f"fail too: 1 + {max_retries} attempts must all fail.")
+        if math.isclose(value, 1 - want, rel_tol=1e-6):
+            raise LabCheckError(f"{value:.3g} is the chance that the task succeeds in the end; "
+                                "the question asks for the chance that it fails for good.")
+        if math.isclose(value, want * 100, rel_tol=1e-6):
+            raise LabCheckError(f"{value:.3g} is a percentage; give a probability between 0 "
+                                "and 1.")
+        if math.isclose(value, p_crash * (1 + max_retries), rel_tol=1e-6):
+            raise LabCheckError(f"{value:.3g} adds the chances; attempts fail independently, "
+                                "so the chance that all of them fail is a product.")
         raise LabCheckError(f"{value:.3g} is not it. Every attempt fails independently with "
                             f"probability {p_crash}, and the task fails for good only if all "
                             f"1 + max_retries = {1 + max_retries} attempts fail.")
@@ -110,6 +150,10 @@ def check_actor_options(options: Mapping) -> None:
         raise LabCheckError(f"actor_options should be a dict of Ray actor options, got "
                             f"{type(options).__name__}")
     unknown = set(options) - {"max_restarts", "max_task_retries"}
+    if "max_retries" in unknown:
+        raise LabCheckError("max_retries is the option of a task; an actor's calls are retried "
+                            "with max_task_retries (and the actor restarted with "
+                            "max_restarts).")
     if unknown:
         raise LabCheckError(f"use only max_restarts and max_task_retries here, not "
                             f"{sorted(unknown)}")
