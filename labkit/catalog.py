@@ -12,7 +12,10 @@ Units and conventions (also written in the file's ``_meta.read_me``):
   the AWS Neuron docs: GiB, see ``memory_unit_published``).
 * ``memory_bandwidth_GBps`` is peak memory bandwidth per device in GB/s.
 * ``bf16_dense_TFLOPS`` / ``fp8_dense_TFLOPS`` are *dense* peaks (no structured sparsity);
-  ``None`` where the device has no such format or the vendor publishes no figure.
+  ``None`` where the device has no such format or the vendor publishes no figure, or publishes
+  one without saying whether it is dense (kept in ``published_unqualified_TFLOPS``).
+* ``mig_max_instances`` (NVIDIA GPUs only) is how many MIG instances one GPU can be split
+  into, 0 for none (NVIDIA's MIG user guide).
 * ``network_Gbps`` is the instance's baseline bandwidth as the EC2 API reports it;
   ``network_published`` is AWS's headline figure and ``network_up_to`` marks "up to" bursts.
 
@@ -76,7 +79,8 @@ def accelerator(name: str) -> dict:
 
     Keys always present: ``name, vendor, memory_GB, memory_bandwidth_GBps, bf16_dense_TFLOPS,
     fp8_dense_TFLOPS, sources`` (plus ``variant``, ``memory_type``, ``fp16_dense_TFLOPS``,
-    ``published_sparse_TFLOPS``, ``notes`` and, where a value was derived, ``derived``).
+    ``published_sparse_TFLOPS``, ``notes``, ``mig_max_instances`` for NVIDIA GPUs and, where a
+    value was derived, ``derived``).
 
     Args:
         name: catalog name or alias, case-insensitive (``"a100 80gb"`` finds ``"A100-80GB"``).

@@ -58,7 +58,8 @@ def test_every_listed_instance_type_is_present():
     expected = {"p5.48xlarge", "p5e.48xlarge", "p4d.24xlarge", "p4de.24xlarge", "p3.2xlarge",
                 "p3dn.24xlarge", "g5.xlarge", "g5.12xlarge", "g5.48xlarge", "g6.xlarge",
                 "g6.12xlarge", "g6e.xlarge", "g6e.12xlarge", "inf2.xlarge", "inf2.48xlarge",
-                "trn1.32xlarge", "trn2.48xlarge"}
+                "trn1.32xlarge", "trn2.48xlarge", "p6-b200.48xlarge", "p6-b300.48xlarge",
+                "g7e.2xlarge", "g7e.48xlarge"}
     assert expected <= set(catalog.instances())
 
 
@@ -75,6 +76,9 @@ def test_every_listed_instance_type_is_present():
     ("inf2.48xlarge", "Inferentia2", 12, 32),
     ("trn1.32xlarge", "Trainium", 16, 32),
     ("trn2.48xlarge", "Trainium2", 16, 96),
+    ("p6-b200.48xlarge", "B200", 8, 180),     # Blackwell, sold by AWS at the course date
+    ("p6-b300.48xlarge", "B300", 8, 270),
+    ("g7e.2xlarge", "RTX PRO 6000", 1, 96),
 ])
 def test_published_reference_points(instance_type, accelerator, count, per_device_gb):
     inst = catalog.instance(instance_type)
@@ -96,10 +100,52 @@ def test_precision_support_matches_the_architecture():
     assert h100["bf16_dense_TFLOPS"] == pytest.approx(h100["published_sparse_TFLOPS"]["bf16"] / 2)
 
 
+def test_fp8_doubles_the_peak_only_where_the_vendor_says_so():
+    # Hopper, Ada, Blackwell and Trainium2: fp8 dense = 2 x bf16 dense. Trainium and Inferentia2
+    # run cFP8 at the bf16 rate (190 TFLOPS for both): fp8 saves bytes there, not time.
+    for name in ("H100", "H200", "L4", "L40S", "B200", "B300", "Trainium2"):
+        acc = catalog.accelerator(name)
+        assert acc["fp8_dense_TFLOPS"] == pytest.approx(2 * acc["bf16_dense_TFLOPS"], rel=0.03), name
+    for name in ("Trainium", "Inferentia2"):
+        acc = catalog.accelerator(name)
+        assert acc["fp8_dense_TFLOPS"] == acc["bf16_dense_TFLOPS"] == 190, name
+
+
+def test_mig_support_is_recorded_for_every_nvidia_gpu():
+    for name in catalog.accelerators():
+        acc = catalog.accelerator(name)
+        if acc["vendor"] != "NVIDIA":
+            assert "mig_max_instances" not in acc, name
+            continue
+        assert isinstance(acc["mig_max_instances"], int), name
+        assert any("mig_max_instances" in s.get("fields", []) for s in acc["sources"]), name
+    mig = {n: catalog.accelerator(n).get("mig_max_instances") for n in catalog.accelerators()}
+    assert all(mig[n] == 7 for n in ("A100-40GB", "A100-80GB", "H100", "H200", "B200", "B300"))
+    assert mig["RTX PRO 6000"] == 4
+    assert all(mig[n] == 0 for n in ("T4", "A10G", "L4", "L40S", "V100-16GB", "V100-32GB"))
+
+
+def test_unqualified_vendor_tflops_are_not_stored_as_dense():
+    rtx = catalog.accelerator("RTX PRO 6000")    # NVIDIA does not say dense or sparse
+    assert rtx["bf16_dense_TFLOPS"] is None and rtx["fp8_dense_TFLOPS"] is None
+    assert rtx["published_unqualified_TFLOPS"]["bf16"] == 1000
+    assert rtx["memory_bandwidth_GBps"] == 1597
+
+
+def test_blackwell_prices_are_cited_with_their_own_date():
+    from labkit import capacity
+    for name in ("p6-b200.48xlarge", "p6-b300.48xlarge", "g7e.2xlarge", "g7e.48xlarge"):
+        price = capacity.on_demand_price(name)
+        assert price["price_date"] == "2026-07-20", name
+        assert "1d927085dd81a9df9301e613f371dac5b4d16bfe" in price["sources"][0]["url"], name
+
+
 def test_efa_flags():
-    for name in ("p5.48xlarge", "p5e.48xlarge", "p4d.24xlarge", "trn1.32xlarge", "trn2.48xlarge"):
+    for name in ("p5.48xlarge", "p5e.48xlarge", "p4d.24xlarge", "trn1.32xlarge", "trn2.48xlarge",
+                 "p6-b200.48xlarge", "p6-b300.48xlarge", "g7e.48xlarge"):
         assert catalog.instance(name)["efa"] is True, name
-    for name in ("g5.xlarge", "g6.xlarge", "inf2.xlarge", "inf2.48xlarge", "p3.2xlarge"):
+    for name in ("g5.xlarge", "g6.xlarge", "inf2.xlarge", "inf2.48xlarge", "p3.2xlarge",
+                 "g7e.2xlarge"):
         assert catalog.instance(name)["efa"] is False, name
 
 
