@@ -202,7 +202,7 @@ def _storage(weights_gb: float, workload: str) -> str:
 def _scaling(pattern: str) -> str:
     return {
         "real-time": "HPA on requests in flight per Pod, warm spare replicas, "
-                     "Karpenter GPU NodePool",
+                     "a Karpenter NodePool for the accelerator",
         "batch": "Indexed Job on Spot capacity, parallelism as the cost ceiling; scale to zero",
         "streaming": "KEDA on consumer lag",
         "interactive": "JupyterHub profiles with MIG or time-sliced GPUs and an idle culler",
