@@ -36,9 +36,9 @@ TP_DEGREES = (1, 2, 4, 8, 16)
 
 #: Share of each device's memory a replica may fill: vLLM's ``--gpu-memory-utilization``
 #: default, 0.9 (https://docs.vllm.ai/en/latest/configuration/engine_args.html, checked
-#: 2026-12-05). vLLM sizes its KV cache to fill that share after the weights and a profiled
-#: activation peak; the rest is left to the CUDA context and other processes. The course applies
-#: the same budget to Neuron devices, as an assumption.
+#: 2026-12-05): one vLLM instance keeps its weights, activations and KV cache within that share
+#: of the device's memory, and fills what the weights and activations leave with KV-cache
+#: blocks. The course applies the same budget to Neuron devices, as an assumption.
 MEMORY_UTILIZATION = 0.9
 
 
