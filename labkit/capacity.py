@@ -6,7 +6,8 @@ accelerator and instance facts). Four steps, each a function a notebook can show
 1. :func:`memory_breakdown`: the accelerator memory one replica needs, split into weights,
    KV cache, activations and runtime overhead.
 2. :func:`options`: for every instance type in the catalog, the smallest tensor-parallel degree
-   whose devices hold that memory, and how many replicas fit on one node.
+   whose devices hold that memory within the server's budget (:data:`MEMORY_UTILIZATION` of each
+   device, vLLM's default), and how many replicas fit on one node.
 3. :func:`replicas_needed`: replicas for a request rate, given what one replica sustains.
 4. :func:`plan`: nodes and cost per hour and per million requests, from the cited On-Demand
    prices (:func:`on_demand_price`), cheapest first.
@@ -32,6 +33,13 @@ from labkit import catalog, memory
 
 #: Tensor-parallel degrees considered: attention heads split evenly over powers of two.
 TP_DEGREES = (1, 2, 4, 8, 16)
+
+#: Share of each device's memory a replica may fill: vLLM's ``--gpu-memory-utilization``
+#: default, 0.9 (https://docs.vllm.ai/en/latest/configuration/engine_args.html, checked
+#: 2026-12-05): one vLLM instance keeps its weights, activations and KV cache within that share
+#: of the device's memory, and fills what the weights and activations leave with KV-cache
+#: blocks. The course applies the same budget to Neuron devices, as an assumption.
+MEMORY_UTILIZATION = 0.9
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,17 @@ class Model:
         heads = 1 if self.tied_embeddings else 2
         return self.n_layers * per_layer + heads * self.vocab_size * d + d
 
+    @property
+    def streamed_params(self) -> int:
+        """Parameters read from memory at every decode step: all but the input embedding table.
+
+        A decode step looks up one row of the input embedding per sequence, so that table is not
+        streamed; the output head multiplies the whole ``V x d`` matrix and is. A tied embedding
+        *is* the output head, so it stays in.
+        """
+        table = 0 if self.tied_embeddings else self.vocab_size * self.d_model
+        return self.n_params - table
+
     def kv_bytes_per_token(self, dtype: str = "fp16") -> float:
         """KV-cache bytes per token: 2 x layers x KV heads x head size x bytes."""
         return memory.kv_cache_bytes(n_layers=self.n_layers, n_kv_heads=self.n_kv_heads,
@@ -88,8 +107,12 @@ MODELS: dict[str, Model] = {
                         source=_HF.format("meta-llama/Llama-2-7b-hf")),
     "llama-3-8b": Model("Llama 3 8B", 128256, 4096, 32, 32, 8, 14336,
                         source=_HF.format("meta-llama/Meta-Llama-3-8B")),
-    "mistral-7b": Model("Mistral 7B v0.1", 32000, 4096, 32, 32, 8, 14336,
-                        source=_HF.format("mistralai/Mistral-7B-v0.1")),
+    # v0.3, not v0.1: v0.1's config has "sliding_window": 4096 (a rolling KV cache of 4,096
+    # tokens), v0.3 has none, so its KV cache grows with the full 32k context as computed here.
+    "mistral-7b": Model("Mistral 7B v0.3", 32768, 4096, 32, 32, 8, 14336,
+                        source="https://huggingface.co/mistralai/Mistral-7B-Instruct-v0.3/blob/"
+                               "c170c708c41dac9275d15a8fff4eca08d52bab71/config.json "
+                               "(checked 2026-12-05: sliding_window null, vocab_size 32768)"),
     "llama-3-70b": Model("Llama 3 70B", 128256, 8192, 80, 64, 8, 28672,
                          source=_HF.format("meta-llama/Meta-Llama-3-70B")),
     "smollm2-135m": Model("SmolLM2 135M", 49152, 576, 30, 9, 3, 1536, tied_embeddings=True,
@@ -183,6 +206,19 @@ def device_memory_bytes(accelerator: str) -> float:
     return float(acc["memory_GB"]) * unit
 
 
+def device_budget_bytes(accelerator: str,
+                        utilization: float = MEMORY_UTILIZATION) -> float:
+    """Bytes of one device a replica may use: ``utilization`` x :func:`device_memory_bytes`.
+
+    Example (an L4 at vLLM's default 0.9):
+        >>> device_budget_bytes("L4") / 1e9
+        21.6
+    """
+    if not 0 < utilization <= 1:
+        raise ValueError(f"utilization must be in (0, 1], got {utilization}")
+    return utilization * device_memory_bytes(accelerator)
+
+
 @dataclass(frozen=True)
 class Option:
     """How one instance type can host a replica (see :func:`options`)."""
@@ -195,6 +231,7 @@ class Option:
     need_per_device_GB: float | None
     device_memory_GB: float
     host_memory_ok: bool
+    device_budget_GB: float = 0.0
 
     @property
     def fits(self) -> bool:
@@ -203,14 +240,16 @@ class Option:
 
 
 def smallest_tensor_parallel(breakdown: MemoryBreakdown, accelerator: str,
-                             max_devices: int, n_heads: int | None = None) -> int | None:
+                             max_devices: int, n_heads: int | None = None,
+                             utilization: float = MEMORY_UTILIZATION) -> int | None:
     """The smallest degree in :data:`TP_DEGREES` (<= ``max_devices``) whose devices hold it.
 
-    Splitting is assumed even: each of ``tp`` devices holds ``total / tp``; with ``n_heads``
-    given, ``tp`` must also divide the attention heads. Returns None if even ``max_devices``
-    devices are too small.
+    Splitting is assumed even: each of ``tp`` devices holds ``total / tp``, which must fit
+    ``utilization`` x the device's memory (:func:`device_budget_bytes`; default vLLM's 0.9);
+    with ``n_heads`` given, ``tp`` must also divide the attention heads. Returns None if even
+    ``max_devices`` devices are too small.
     """
-    per_device = device_memory_bytes(accelerator)
+    per_device = device_budget_bytes(accelerator, utilization)
     for tp in TP_DEGREES:
         if n_heads and n_heads % tp:
             continue
@@ -221,8 +260,12 @@ def smallest_tensor_parallel(breakdown: MemoryBreakdown, accelerator: str,
 
 def options(model_: str | Model, *, context: int, batch: int = 1, dtype: str = "bf16",
             kv_dtype: str | None = None, instances: Iterable[str] | None = None,
-            overhead: float = 0.10) -> list[Option]:
+            overhead: float = 0.10,
+            utilization: float = MEMORY_UTILIZATION) -> list[Option]:
     """For each instance type, whether and how a replica fits (smallest tensor parallelism first).
+
+    A replica fits ``tp`` devices when ``total / tp`` is at most ``utilization`` of one device's
+    memory (default 0.9, vLLM's ``--gpu-memory-utilization``), not all of it.
 
     ``host_memory_ok`` says whether the node's RAM can hold one replica's weights while they
     load (servers stage weights in host memory on their way to the device). Instance types are
@@ -235,13 +278,14 @@ def options(model_: str | Model, *, context: int, batch: int = 1, dtype: str = "
     for name in instances or catalog.instances():
         inst = catalog.instance(name)
         acc, count = inst["accelerator"], int(inst["accelerator_count"])
-        tp = smallest_tensor_parallel(need, acc, count, heads)
+        tp = smallest_tensor_parallel(need, acc, count, heads, utilization)
         result.append(Option(
             instance=inst["name"], accelerator=acc, accelerator_count=count,
             tensor_parallel=tp, replicas_per_node=count // tp if tp else 0,
             need_per_device_GB=need.total / tp / 1e9 if tp else None,
             device_memory_GB=device_memory_bytes(acc) / 1e9,
-            host_memory_ok=inst["memory_GiB"] * 2**30 >= need.weights))
+            host_memory_ok=inst["memory_GiB"] * 2**30 >= need.weights,
+            device_budget_GB=device_budget_bytes(acc, utilization) / 1e9))
     return result
 
 
@@ -320,7 +364,7 @@ def plan(model_: str | Model, *, context: int, request_rate: float,
          per_replica_rate: float | Callable[[Option], float | None], batch: int = 1,
          dtype: str = "bf16", kv_dtype: str | None = None,
          instances: Iterable[str] | None = None, target_utilization: float = 0.7,
-         overhead: float = 0.10) -> list[Plan]:
+         overhead: float = 0.10, utilization: float = MEMORY_UTILIZATION) -> list[Plan]:
     """Deployments that serve ``request_rate`` requests/s, cheapest per hour first.
 
     Args:
@@ -336,7 +380,7 @@ def plan(model_: str | Model, *, context: int, request_rate: float,
     names = list(instances) if instances is not None else priced_instances()
     names = [n for n in names if n in catalog.instances()]
     for opt in options(model_, context=context, batch=batch, dtype=dtype, kv_dtype=kv_dtype,
-                       instances=names, overhead=overhead):
+                       instances=names, overhead=overhead, utilization=utilization):
         if not opt.fits or opt.instance not in priced_instances():
             continue
         rate = per_replica_rate(opt) if callable(per_replica_rate) else per_replica_rate
@@ -356,8 +400,10 @@ def decode_roofline(model_: str | Model, accelerator: str, *, batch: int = 1,
                     tensor_parallel: int = 1) -> float | None:
     """Upper bound on decode tokens/s of one replica, from cited bandwidth and TFLOPS.
 
-    One decode step reads every weight once and the KV cache of every sequence, and does about
-    ``2 x n_params x batch`` operations, spread over ``tensor_parallel`` devices:
+    One decode step reads every streamed weight once (:attr:`Model.streamed_params`: all but an
+    untied input embedding, of which it reads only one row per sequence) and the KV cache of
+    every sequence, and does about ``2 x streamed_params x batch`` operations, spread over
+    ``tensor_parallel`` devices:
 
         step time >= max(bytes read / (tp x bandwidth), FLOPs / (tp x dense TFLOPS))
         tokens/s  <= batch / step time
@@ -374,8 +420,9 @@ def decode_roofline(model_: str | Model, accelerator: str, *, batch: int = 1,
         return None
     tp = _positive_int(tensor_parallel, "tensor_parallel")
     batch = _positive_int(batch, "batch")
-    read = memory.weight_bytes(m.n_params, dtype) + batch * context * m.kv_bytes_per_token(dtype)
+    read = (memory.weight_bytes(m.streamed_params, dtype)
+            + batch * context * m.kv_bytes_per_token(dtype))
     step = read / (tp * bandwidth * 1e9)
     if tflops:
-        step = max(step, 2 * m.n_params * batch / (tp * tflops * 1e12))
+        step = max(step, 2 * m.streamed_params * batch / (tp * tflops * 1e12))
     return batch / step

@@ -105,8 +105,11 @@ def supports(accelerator: str, dtype: str) -> bool:
 def candidates(kind: str, workload: str, dtype: str) -> list[str]:
     """Instance types of ``kind`` (``"gpu"`` or ``"neuron"``) suited to the workload and dtype.
 
-    Inference: every NVIDIA type that runs ``dtype`` natively, or Inferentia2. Training: types
-    with EFA and 8+ devices (p-family GPUs, g5.48xlarge), or Trainium.
+    Inference: every NVIDIA type that runs ``dtype`` natively; on AWS silicon, Inferentia2 and
+    Trainium (trn1, trn2): the Amazon EKS inference guide serves inference "with NVIDIA GPUs or
+    AWS Trainium accelerators" (https://docs.aws.amazon.com/eks/latest/userguide/ml-inference.html,
+    checked 2026-12-05), and a model too large for an inf2 node (405B in bf16) fits one trn2.
+    Training: types with EFA and 8+ devices (p-family GPUs, g5.48xlarge), or Trainium.
     """
     names = []
     for name in catalog.instances():
@@ -119,7 +122,8 @@ def candidates(kind: str, workload: str, dtype: str) -> list[str]:
             ok = acc["name"].startswith("Trainium") if neuron else \
                 inst["efa"] and inst["accelerator_count"] >= 8
         else:
-            ok = acc["name"] == "Inferentia2" if neuron else True
+            ok = acc["name"] == "Inferentia2" or acc["name"].startswith("Trainium") \
+                if neuron else True
         if ok:
             names.append(name)
     return names
@@ -128,11 +132,13 @@ def candidates(kind: str, workload: str, dtype: str) -> list[str]:
 def _placements(need: float, names: list[str]):
     """(instance, devices, nodes, usd_per_hour or None) for each of ``names`` that can hold it.
 
-    Within one node the devices are a power of two; beyond one node, whole nodes.
+    Within one node the devices are a power of two; beyond one node, whole nodes. Each device
+    holds at most :data:`capacity.MEMORY_UTILIZATION` (0.9) of its memory, as in
+    :func:`capacity.options`.
     """
     for name in names:
         inst = catalog.instance(name)
-        per_device = capacity.device_memory_bytes(inst["accelerator"])
+        per_device = capacity.device_budget_bytes(inst["accelerator"])
         count = int(inst["accelerator_count"])
         devices = next((d for d in capacity.TP_DEGREES if d <= count and need / d <= per_device),
                        None)
@@ -149,17 +155,22 @@ def _placements(need: float, names: list[str]):
         yield name, devices, nodes, price
 
 
-def _choose(need: float, names: list[str]):
-    """Cheapest priced placement per replica-hour on one node; else the fewest devices.
+def _choose(need: float, names: list[str], workload: str = "inference"):
+    """The cheapest priced placement on one node; else the fewest devices; else whole nodes.
 
-    Returns None when none of ``names`` can hold it.
+    Inference is priced per replica-hour: replicas of a serving fleet pack onto a node, so a
+    node of 8 GPUs holding 4 replicas costs a quarter of its price per replica. A training job
+    is priced per hour of the whole nodes it occupies (``price x nodes``): one job does not
+    share its node with another. Returns None when none of ``names`` can hold it.
     """
     placements = list(_placements(need, names))
     if not placements:
         return None
 
-    def per_replica_hour(p):
+    def cost(p):
         name, devices, nodes, price = p
+        if workload == "training":
+            return price * nodes
         count = catalog.instance(name)["accelerator_count"]
         replicas_per_node = count // devices if nodes == 1 else 1 / nodes
         return price / replicas_per_node
@@ -167,11 +178,13 @@ def _choose(need: float, names: list[str]):
     priced = [p for p in placements if p[3] is not None]
     single = [p for p in priced if p[2] == 1]
     if single:
-        return min(single, key=per_replica_hour)
+        return min(single, key=lambda p: (cost(p), p[1]))
     unpriced_single = [p for p in placements if p[2] == 1]
     if unpriced_single:
         return min(unpriced_single, key=lambda p: p[1])
-    return min(priced or placements, key=lambda p: (p[2], p[1]))
+    if priced:
+        return min(priced, key=lambda p: (cost(p), p[2]))
+    return min(placements, key=lambda p: (p[2], p[1]))
 
 
 def _storage(weights_gb: float, workload: str) -> str:
@@ -189,7 +202,7 @@ def _storage(weights_gb: float, workload: str) -> str:
 def _scaling(pattern: str) -> str:
     return {
         "real-time": "HPA on requests in flight per Pod, warm spare replicas, "
-                     "Karpenter GPU NodePool",
+                     "a Karpenter NodePool for the accelerator",
         "batch": "Indexed Job on Spot capacity, parallelism as the cost ceiling; scale to zero",
         "streaming": "KEDA on consumer lag",
         "interactive": "JupyterHub profiles with MIG or time-sliced GPUs and an idle culler",
@@ -241,36 +254,51 @@ def recommend(n_params: float | None = None, *, model: str | capacity.Model | No
                               "a plain Deployment with a small HTTP server (or KServe)",
                               _scaling(pattern), None, None, tuple(reasons))
     other = "neuron" if prefer == "gpu" else "gpu"
-    chosen = _choose(need, candidates(prefer, workload, dtype)) or \
-        _choose(need, candidates(other, workload, dtype))
+    chosen = _choose(need, candidates(prefer, workload, dtype), workload) or \
+        _choose(need, candidates(other, workload, dtype), workload)
     if chosen is None:
         raise ValueError(f"no instance type in the catalog holds {need / 1e9:,.0f} GB in "
                          f"{dtype}; quantize (int8, fp8) or shard the model further")
     name, devices, nodes, price = chosen
-    alt = _choose(need, candidates(other, workload, dtype))
+    alt = _choose(need, candidates(other, workload, dtype), workload)
     alternative = None
     if alt and alt[0] != name:
         alt_price = "no cited price" if alt[3] is None else f"${alt[3]:,.2f} per node-hour"
         alternative = (f"{alt[0]}: {alt[1]} x {catalog.instance(alt[0])['accelerator']}, "
                        f"{alt[2]} node(s), {alt_price}")
     acc = catalog.instance(name)["accelerator"]
+    count = int(catalog.instance(name)["accelerator_count"])
     per_device = capacity.device_memory_bytes(acc) / 1e9
-    reasons.append(f"{name}: {devices} x {acc} ({per_device:,.1f} GB each) hold it"
-                   + ("" if price is None else "; cheapest cited price per replica-hour"))
+    budget = capacity.device_budget_bytes(acc) / 1e9
+    basis = "per hour of the whole node(s) the job occupies" if workload == "training" else \
+        "per replica-hour"
+    reasons.append(f"{name}: {devices} x {acc} ({per_device:,.1f} GB each, "
+                   f"{capacity.MEMORY_UTILIZATION:.0%} = {budget:,.1f} GB usable) hold it"
+                   + ("" if price is None else f"; cheapest cited price {basis}"))
     neuron = catalog.accelerator(acc)["vendor"] == "AWS"
     if workload == "training":
         if devices == 1:
-            training = "one accelerator: plain data parallelism if you need more speed"
+            training = (f"fits one accelerator, but the job pays for all {count} of the node: "
+                        "data parallelism over them for speed")
         elif nodes == 1:
             training = (f"shard weights, gradients and optimizer state (FSDP or ZeRO) over "
-                        f"the {devices} devices of one node")
+                        f"the {devices} devices of one node"
+                        + ("" if devices == count else
+                           f"; the job pays for all {count}, so use them all for speed"))
         else:
             training = (f"FSDP/ZeRO across {nodes} nodes with EFA, launched as a JobSet or "
                         "PyTorchJob (torchrun), checkpointing to FSx/S3")
         reasons.append("training keeps weights, gradients and AdamW states: "
                        "16 bytes per parameter before activations")
-    if neuron:
-        library = "vLLM on Neuron (transformers-neuronx / NxD Inference), compiled ahead of time"
+        if price is not None:
+            reasons.append(f"the job occupies {nodes} whole node(s): ${price * nodes:,.2f} per "
+                           "hour; a faster accelerator can still cost less per finished job")
+    if neuron and acc == "Trainium2":
+        library = ("vLLM with the vLLM Neuron plugin (vllm-neuron), compiled ahead of time; "
+                   "NxD Inference has no support on trn2 from Neuron 2.34 (checked 2026-12-05)")
+    elif neuron:
+        library = ("vLLM on Neuron with NxD Inference, compiled ahead of time (in maintenance "
+                   "mode on inf2/trn1 since Neuron 2.30; checked 2026-12-05)")
     elif devices == 1:
         library = "vLLM (PagedAttention, continuous batching)"
     elif nodes == 1:
@@ -279,8 +307,14 @@ def recommend(n_params: float | None = None, *, model: str | capacity.Model | No
         library = (f"vLLM with tensor parallelism inside each node and pipeline parallelism "
                    f"across {nodes} nodes")
     if workload == "training":
-        library = ("NeuronX Distributed Training (Neuron SDK)" if neuron else
-                   "PyTorch with FSDP, or DeepSpeed ZeRO")
+        if acc == "Trainium2":
+            library = ("native PyTorch on Neuron (TorchNeuron: FSDP, DTensor; public beta in "
+                       "Neuron 2.33, checked 2026-12-05)")
+        elif neuron:
+            library = ("NxD Training / torch-neuronx (XLA): end of support in Neuron 2.32 "
+                       "(checked 2026-12-05); pin an earlier Neuron release, or use trn2")
+        else:
+            library = "PyTorch with FSDP, or DeepSpeed ZeRO"
         server = "none: a JobSet or PyTorchJob runs it to completion"
         scaling = ("a fixed-size job on a Karpenter NodePool of EFA instances; a queue "
                    "(Kueue, Volcano) decides which job gets the accelerators")

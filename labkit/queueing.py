@@ -23,19 +23,34 @@ import numpy as np
 
 #: Kubernetes HPA defaults (kube-controller-manager flags and HPA behavior), from
 #: https://kubernetes.io/docs/concepts/workloads/autoscaling/horizontal-pod-autoscale/
-#: (retrieved 2026-11-28): sync period 15 s, tolerance 0.1, scale-down stabilization 300 s.
+#: (retrieved 2026-11-28, checked 2026-12-05): sync period 15 s, tolerance 0.1, scale-down
+#: stabilization 300 s.
 #: Default scale-up policy: per period, at most double the replicas or add 4, whichever is more.
 HPA_DEFAULTS = {"sync_period_s": 15.0, "tolerance": 0.1, "scale_down_stabilization_s": 300.0,
                 "scale_up_percent": 100, "scale_up_pods": 4}
 
-#: A cited end-to-end cold start for a tuned GPU inference Pod on Amazon EKS: "Pods can start
-#: serving in under two minutes" with SOCI parallel image pull and model streaming from S3.
+#: The cited start of a tuned GPU inference *Pod* on Amazon EKS: "Pods can start serving in
+#: under two minutes" with SOCI parallel image pull and model streaming from S3. An upper bound
+#: for the Pod part (image pull and model load together) on a node that is already up; it does
+#: not include launching a new node.
 COLD_START_CITED = {
     "seconds": 120.0,
+    "covers": "the Pod: image pull and model load, on a node that is already running",
     "claim": "under two minutes (SOCI parallel pull + model streaming from Amazon S3)",
     "url": "https://docs.aws.amazon.com/eks/latest/userguide/ml-inference.html",
     "title": "Amazon EKS User Guide: Run AI/ML inference workloads on Amazon EKS",
     "retrieved": "2026-11-28",
+    "checked": "2026-12-05",
+}
+
+#: An *assumed* launch time for a new GPU node, before its Pod can start: EC2 launch, boot of
+#: the accelerated AMI, kubelet join and the NVIDIA device plugin advertising the GPUs. Not
+#: cited: it varies with instance type, AMI and Region (1 to 3 minutes is common); measure
+#: yours from a NodeClaim's creation to its node's Ready condition.
+NODE_LAUNCH_ASSUMED = {
+    "seconds": 90.0,
+    "covers": "a new node: EC2 launch, AMI boot, kubelet join, device plugin registration",
+    "status": "assumed (not cited); measure it on your cluster",
 }
 
 
@@ -135,16 +150,36 @@ def erlang_c_wait_probability(arrival_rate: float, mean_service_s: float, replic
 
 @dataclass(frozen=True)
 class ColdStart:
-    """Seconds from "a replica is wanted" to "it serves": new node, image pull, model load."""
+    """Seconds from "a replica is wanted" to "it serves": new node, image pull, model load.
 
-    node_s: float
-    image_pull_s: float
-    model_load_s: float
+    ``pod_s`` holds image pull and model load together when only their sum is known, as with
+    the cited :data:`COLD_START_CITED`.
+    """
+
+    node_s: float = 0.0
+    image_pull_s: float = 0.0
+    model_load_s: float = 0.0
+    pod_s: float = 0.0
 
     @property
     def total_s(self) -> float:
         """The whole cold start (s)."""
-        return self.node_s + self.image_pull_s + self.model_load_s
+        return self.node_s + self.image_pull_s + self.model_load_s + self.pod_s
+
+
+def cold_start_new_node(node_s: float | None = None, pod_s: float | None = None) -> ColdStart:
+    """A replica that needs a new node: the assumed node launch plus the cited Pod start.
+
+    Defaults: :data:`NODE_LAUNCH_ASSUMED` (90 s, assumed) + :data:`COLD_START_CITED` (120 s,
+    cited as "under two minutes"), 210 s in all.
+
+    Example:
+        >>> cold_start_new_node().total_s
+        210.0
+    """
+    node = NODE_LAUNCH_ASSUMED["seconds"] if node_s is None else float(node_s)
+    pod = COLD_START_CITED["seconds"] if pod_s is None else float(pod_s)
+    return ColdStart(node_s=node, pod_s=pod)
 
 
 def step_traffic(base_rps: float, peak_rps: float, start_s: float, end_s: float

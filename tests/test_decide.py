@@ -61,6 +61,30 @@ def test_training_uses_16_bytes_per_parameter_and_shards():
     assert "Trainium" in big.alternative or "trn" in big.alternative
 
 
+def test_trainium_serves_models_too_large_for_inferentia2():
+    big = decide.recommend(405e9, prefer="neuron")            # 972 GB: more than an inf2 node
+    assert big.instance == "trn2.48xlarge" and big.devices_per_replica == 16
+    assert big.usd_per_hour is None                           # no cited trn2 price: not guessed
+    assert "vllm-neuron" in big.library
+    assert "trn1.32xlarge" in decide.candidates("neuron", "inference", "bf16")
+    assert "inf2.xlarge" in decide.candidates("neuron", "inference", "bf16")
+    small = decide.recommend(7e9, prefer="neuron")            # still the cheapest: inf2
+    assert small.instance == "inf2.xlarge" and "NxD Inference" in small.library
+
+
+def test_training_is_priced_by_the_whole_nodes_it_occupies():
+    seven = decide.recommend(7e9, workload="training")
+    node_hour = {n: capacity.on_demand_price(n)["usd_per_hour"]
+                 for n in decide.candidates("gpu", "training", "bf16")
+                 if n in capacity.priced_instances()}
+    assert seven.usd_per_hour == min(node_hour.values())      # cheapest node that holds it
+    big = decide.recommend(70e9, workload="training")
+    job = big.usd_per_hour * big.nodes_per_replica
+    assert any(f"${job:,.2f} per hour" in r for r in big.reasons)
+    one = decide.recommend(1e9, workload="training")
+    assert "pays for all 8" in one.training
+
+
 def test_neuron_preference_and_storage_and_scaling():
     rec = decide.recommend(7e9, prefer="neuron", pattern="batch")
     assert rec.accelerator == "Inferentia2" and "Neuron" in rec.library

@@ -12,17 +12,29 @@ import math
 import re
 
 from labkit import capacity, catalog, queueing
-from labkit.check import LabCheckError, expect, expect_close, passed
+from labkit.check import LabCheckError, as_number, expect, passed
 
 
 def _number(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise LabCheckError(f"{name} should be a number, got {value!r}") from None
-    if math.isnan(number):
-        raise LabCheckError(f"{name} is NaN: replace the ... placeholder with your answer")
+    """``value`` as a finite float; an unfilled ``...`` (or NaN) gets the placeholder hint."""
+    if value is Ellipsis or (isinstance(value, float) and math.isnan(value)):
+        raise LabCheckError(f"{name} is still the ... placeholder: replace it with your answer")
+    return as_number(name, value)
+
+
+def _close(name: str, value, expected: float, rel: float, hints: dict[float, str],
+           fallback: str) -> float:
+    """``value`` as a number within ``rel`` of ``expected``, or the hint of the closest mistake."""
+    number = _number(name, value)
+    if not math.isclose(number, expected, rel_tol=rel):
+        hint = _diagnose(number, expected, hints) or fallback
+        raise LabCheckError(f"{name} = {number:.4g}, expected about {expected:.4g}. {hint}")
     return number
+
+
+#: Unit slips that apply to any answer in GB.
+_GB_SLIPS = {1e9 / 2**30: "You converted to GiB (2**30 bytes); the lab uses GB = 10**9 bytes.",
+             1e9: "That is in bytes: divide by 10**9 for GB."}
 
 
 def _diagnose(value: float, expected: float, hints: dict[float, str]) -> str:
@@ -42,24 +54,25 @@ def _nominal_params(name: str) -> float | None:
 
 def check_weights(weights_gb, model: str = "llama-3-8b", dtype: str = "bf16") -> None:
     """Task 1: weight memory in GB (10**9 bytes) for ``model`` in ``dtype``."""
-    value = _number("weights_gb", weights_gb)
     m = capacity.model(model)
     expected = capacity.memory_breakdown(m, context=1, dtype=dtype).weights / 1e9
     hints = {
         2.0: "That is twice the answer: fp32 takes 4 bytes per parameter, bf16 takes 2.",
         0.5: "That is half the answer: bf16 takes 2 bytes per parameter, not 1 (int8).",
-        1e9 / 2**30: "You converted to GiB (2**30 bytes); the lab uses GB = 10**9 bytes.",
+        **_GB_SLIPS,
     }
+    for other in capacity.MODELS.values():
+        if other.name != m.name:
+            hints.setdefault(other.n_params / m.n_params,
+                             f"That is the weight memory of {other.name}, not {m.name}.")
     nominal = _nominal_params(m.name)
     if nominal:
         hints[nominal / m.n_params] = ("You used the rounded size in the model's name; use the "
                                        "parameter count derived from its config "
                                        "(capacity.model(...).n_params).")
-    if not math.isclose(value, expected, rel_tol=0.01):
-        hint = _diagnose(value, expected, hints) or (
-            "weights = parameters x bytes per parameter; parameters come from "
-            "capacity.model(...).n_params.")
-        raise LabCheckError(f"weights_gb = {value:.4g}, expected about {expected:.4g} GB. {hint}")
+    value = _close("weights_gb", weights_gb, expected, 0.01, hints,
+                   "weights = parameters x bytes per parameter; parameters come from "
+                   "capacity.model(...).n_params.")
     passed(f"weights: {value:.2f} GB ({m.n_params / 1e9:.2f} B parameters x "
            f"{expected * 1e9 / m.n_params:g} bytes)")
 
@@ -68,7 +81,6 @@ def check_kv_cache(per_token_bytes, total_gb, *, context: int, batch: int,
                    model: str = "llama-3-8b", dtype: str = "bf16") -> None:
     """Task 2: KV-cache bytes per token, and GB for ``batch`` sequences of ``context`` tokens."""
     m = capacity.model(model)
-    per_token = _number("per_token_bytes", per_token_bytes)
     expected = m.kv_bytes_per_token(dtype)
     hints = {
         m.n_heads / m.n_kv_heads: f"You used all {m.n_heads} query heads; the cache holds only "
@@ -76,23 +88,18 @@ def check_kv_cache(per_token_bytes, total_gb, *, context: int, batch: int,
         0.5: "Half the answer: the cache keeps both K and V, a factor of 2.",
         2.0: "Twice the answer: did you count 4 bytes per value? bf16 is 2.",
         1 / m.n_layers: "Missing the layers: every layer keeps its own K and V.",
+        1 / 1024: "That is in KiB: give bytes per token.",
     }
-    if not math.isclose(per_token, expected, rel_tol=0.001):
-        hint = _diagnose(per_token, expected, hints) or \
-            "2 (K and V) x layers x KV heads x head size x bytes per value."
-        raise LabCheckError(f"per_token_bytes = {per_token:.6g}, expected {expected:.6g}. {hint}")
-    total = _number("total_gb", total_gb)
+    per_token = _close("per_token_bytes", per_token_bytes, expected, 0.001, hints,
+                       "2 (K and V) x layers x KV heads x head size x bytes per value.")
     expected_total = capacity.memory_breakdown(m, context=context, batch=batch,
                                                dtype=dtype).kv_cache / 1e9
-    hints = {1 / batch: f"That is one sequence: multiply by the batch of {batch}.",
-             1e9 / 2**30: "You converted to GiB; the lab uses GB = 10**9 bytes."}
-    if batch == 1:
-        hints.pop(1.0, None)
-    if not math.isclose(total, expected_total, rel_tol=0.01):
-        hint = _diagnose(total, expected_total, hints) or \
-            "total = bytes per token x context x batch."
-        raise LabCheckError(f"total_gb = {total:.4g}, expected about {expected_total:.4g} GB. "
-                            f"{hint}")
+    hints = {1 / context: f"Missing the context: multiply by {context:,} tokens per sequence.",
+             **_GB_SLIPS}
+    if batch > 1:
+        hints[1 / batch] = f"That is one sequence: multiply by the batch of {batch}."
+    total = _close("total_gb", total_gb, expected_total, 0.01, hints,
+                   "total = bytes per token x context x batch.")
     passed(f"KV cache: {per_token / 1024:g} KiB per token, {total:.2f} GB for "
            f"{batch} x {context} tokens")
 
@@ -102,14 +109,20 @@ def check_breakdown(parts: dict, *, context: int, batch: int, model: str = "llam
     """Task 3a: the four parts of one replica's memory, in GB."""
     expected = capacity.memory_breakdown(model, context=context, batch=batch,
                                          dtype=dtype).as_gb()
+    expect(isinstance(parts, dict), f"parts should be a dict of four numbers, got {parts!r}")
     missing = [k for k in ("weights", "kv_cache", "activations", "overhead") if k not in parts]
     expect(not missing, f"the breakdown needs the keys {missing} as well")
+    others = {"weights": "kv_cache", "kv_cache": "weights", "activations": "kv_cache"}
     for key in ("weights", "kv_cache", "activations"):
-        expect_close(key, parts[key], expected[key], rel=0.02,
-                     hint="Recompute it with capacity.memory_breakdown's formula.")
+        swapped = {expected[others[key]] / expected[key]:
+                   f"That is the {others[key]} figure: each key holds its own part."}
+        _close(key, parts[key], expected[key], 0.02, {**_GB_SLIPS, **swapped},
+               "Recompute it with capacity.memory_breakdown's formula.")
     rest = sum(_number(k, parts[k]) for k in ("weights", "kv_cache", "activations"))
-    expect_close("overhead", parts["overhead"], 0.10 * rest, rel=0.02,
-                 hint="The lab assumes 10 % of weights + KV cache + activations.")
+    _close("overhead", parts["overhead"], 0.10 * rest, 0.02,
+           {**_GB_SLIPS, 2.0: "That is 20 %; the lab assumes 10 %.",
+            10.0: "That is 100 % of the rest; the lab assumes 10 %."},
+           "The lab assumes 10 % of weights + KV cache + activations.")
     passed(f"breakdown adds up to {expected['total']:.1f} GB per replica")
 
 
@@ -120,20 +133,27 @@ def check_instance(instance: str, tensor_parallel: int, *, context: int, batch: 
     Passes for any choice that fits with the smallest tensor parallelism on that instance type,
     and says so when another priced instance type is cheaper per replica-hour.
     """
+    expect(instance is not Ellipsis, "instance is still the ... placeholder: replace it with "
+                                     "an instance type from the table, e.g. 'g6e.xlarge'")
     expect(instance in catalog.instances(),
            f"{instance!r} is not in the catalog; pick one of {', '.join(catalog.instances())}")
     (opt,) = capacity.options(model, context=context, batch=batch, dtype=dtype,
                               instances=[instance])
     need = capacity.memory_breakdown(model, context=context, batch=batch, dtype=dtype).total
-    per_device = capacity.device_memory_bytes(opt.accelerator)
-    tp = int(tensor_parallel)
+    per_device = capacity.device_budget_bytes(opt.accelerator)
+    number = _number("tensor_parallel", tensor_parallel)
+    expect(number >= 1 and number == int(number),
+           f"tensor_parallel = {tensor_parallel!r}: it counts devices per replica, a whole "
+           "number >= 1")
+    tp = int(number)
     expect(tp <= opt.accelerator_count,
            f"{instance} has only {opt.accelerator_count} accelerator(s); tensor_parallel={tp} "
            "would span nodes")
     expect(need / tp <= per_device,
            f"does not fit: {need / 1e9:.1f} GB over {tp} device(s) is {need / tp / 1e9:.1f} GB "
-           f"each, but one {opt.accelerator} has {per_device / 1e9:.1f} GB. "
-           "Use more devices or a larger accelerator.")
+           f"each, but a server may use {per_device / 1e9:.1f} GB of one {opt.accelerator} "
+           f"({capacity.MEMORY_UTILIZATION * 100:.0f} % of {opt.device_memory_GB:.1f} GB, vLLM's "
+           "default). Use more devices or a larger accelerator.")
     expect(tp == opt.tensor_parallel,
            f"it fits, but with tensor_parallel={opt.tensor_parallel} already; more devices per "
            "replica mean fewer replicas per node and more cost")
@@ -151,7 +171,7 @@ def check_instance(instance: str, tensor_parallel: int, *, context: int, batch: 
         note = (f" (cheaper per replica-hour: {best.instance} at "
                 f"${per_replica_hour(best):.2f} vs ${per_replica_hour(opt):.2f})")
     passed(f"{instance} with tensor_parallel={tp}: {need / tp / 1e9:.1f} of "
-           f"{per_device / 1e9:.1f} GB per device{note}")
+           f"{per_device / 1e9:.1f} GB usable per device{note}")
 
 
 def check_replicas(replicas, *, arrival_rate: float, service_times, slo_s: float,
@@ -160,8 +180,10 @@ def check_replicas(replicas, *, arrival_rate: float, service_times, slo_s: float
 
     Re-runs :func:`labkit.queueing.simulate_queue` with the learner's count and one fewer.
     """
-    n = int(_number("replicas", replicas))
-    expect(n >= 1, "you need at least one replica")
+    number = _number("replicas", replicas)
+    expect(number >= 1, "you need at least one replica")
+    expect(number == int(number), f"replicas = {number:g}: count whole replicas (round up)")
+    n = int(number)
 
     def p(c):
         return queueing.simulate_queue(arrival_rate, service_times, replicas=c,
@@ -190,13 +212,26 @@ def check_cost(usd_per_hour, usd_per_million_requests, *, instance: str, replica
     value = _number("usd_per_hour", usd_per_hour)
     if not math.isclose(value, hourly, rel_tol=0.01):
         unrounded = replicas / replicas_per_node * price["usd_per_hour"]
-        hint = ("You paid for fractions of a node: round the node count up."
-                if math.isclose(value, unrounded, rel_tol=0.01) else
-                f"nodes = ceil({replicas} / {replicas_per_node}) = {nodes}, "
-                f"x ${price['usd_per_hour']:.4g} per hour ({price['price_date']}).")
+        per_replica = replicas * price["usd_per_hour"]
+        if math.isclose(value, unrounded, rel_tol=0.01):
+            hint = "You paid for fractions of a node: round the node count up."
+        elif replicas_per_node > 1 and math.isclose(value, per_replica, rel_tol=0.01):
+            hint = (f"You paid one node per replica; {replicas_per_node} replicas share a "
+                    "node.")
+        else:
+            hint = (f"nodes = ceil({replicas} / {replicas_per_node}) = {nodes}, "
+                    f"x ${price['usd_per_hour']:.4g} per hour ({price['price_date']}).")
         raise LabCheckError(f"usd_per_hour = {value:.4g}, expected {hourly:.4g}. {hint}")
     per_million = hourly / (request_rate * 3600) * 1e6
-    expect_close("usd_per_million_requests", usd_per_million_requests, per_million, rel=0.01,
-                 hint="Cost per million = hourly cost / (requests per second x 3600) x 10**6.")
+    fallback = "Cost per million = hourly cost / (requests per second x 3600) x 10**6."
+    answer = _number("usd_per_million_requests", usd_per_million_requests)
+    if answer and math.isclose(1 / answer, per_million, rel_tol=0.01):
+        raise LabCheckError(f"usd_per_million_requests = {answer:.4g} is the inverse (requests "
+                            f"per dollar, in millions). {fallback}")
+    _close("usd_per_million_requests", answer, per_million, 0.01,
+           {1 / 3600: "Off by 3,600: requests per hour = requests per second x 3,600.",
+            3600.0: "Off by 3,600: requests per hour = requests per second x 3,600.",
+            1e-3: "That is per thousand requests; the lab asks per million.",
+            1e-6: "That is per request; the lab asks per million."}, fallback)
     passed(f"{nodes} x {instance} = ${hourly:,.2f} per hour, "
            f"${per_million:,.2f} per million requests (price of {price['price_date']})")
