@@ -92,13 +92,16 @@ NO_BF16 = frozenset({"T4", "V100-16GB", "V100-32GB"})
 
 
 def supports(accelerator: str, dtype: str) -> bool:
-    """Whether ``accelerator`` runs ``dtype`` natively (bf16 not on T4/V100; fp8 where cited)."""
+    """Whether ``accelerator`` runs ``dtype`` natively (bf16 not on T4/V100; fp8 where a dense or
+    an unqualified fp8 figure is cited, as for the RTX PRO 6000, whose datasheet does not say
+    dense or sparse)."""
     name = memory.normalize_dtype(dtype)
     acc = catalog.accelerator(accelerator)
     if name == "bf16":
         return acc["name"] not in NO_BF16
     if name == "fp8":
-        return acc["fp8_dense_TFLOPS"] is not None
+        return (acc["fp8_dense_TFLOPS"] is not None
+                or "fp8" in (acc.get("published_unqualified_TFLOPS") or {}))
     return True
 
 
