@@ -39,8 +39,10 @@ def test_405b_needs_several_of_the_largest_gpus():
     usable = decide.capacity.MEMORY_UTILIZATION * catalog.accelerator(rec.accelerator)["memory_GB"]
     assert rec.devices_per_replica >= 4 and rec.devices_per_replica * usable >= rec.memory_gb
     assert (rec.devices_per_replica - 1) * usable < rec.memory_gb     # no GPU more than needed
-    fp8 = decide.recommend(405e9, dtype="fp8")
-    assert decide.supports(fp8.accelerator, "fp8") and fp8.devices_per_replica < rec.devices_per_replica
+    fp8 = decide.recommend(405e9, dtype="fp8")                  # half the bytes
+    assert fp8.memory_gb == rec.memory_gb / 2 and decide.supports(fp8.accelerator, "fp8")
+    fp8_usable = decide.capacity.MEMORY_UTILIZATION * catalog.accelerator(fp8.accelerator)["memory_GB"]
+    assert fp8.devices_per_replica * fp8_usable >= fp8.memory_gb
 
 
 def test_bf16_is_not_placed_on_gpus_without_bf16():
