@@ -788,3 +788,40 @@ def subprocess_pid_that_exited() -> int:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     return int(proc.stdout)
+
+
+# -- the serving manifests: the metric each autoscaler reads exists -----------------------------
+def manifest(name):
+    from pathlib import Path
+
+    from labkit import k8s
+
+    path = Path(__file__).resolve().parent.parent / "book" / "manifests" / name
+    return {d["kind"]: d for d in k8s.load_manifests(path)}
+
+
+def test_hpa_metric_is_created_by_the_adapter_rule_from_vllm_gauges():
+    import yaml
+
+    docs = manifest("09-realtime-serving.yaml")
+    name = docs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    rules = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])["rules"]
+    rule = next(r for r in rules if r["name"]["as"] == name)
+    served = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    model = served[served.index("--served-model-name") + 1]
+    for gauge in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+        assert f'{gauge}{{<<.LabelMatchers>>,model_name="{model}"}}' in rule["metricsQuery"]
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    pdb = docs["PodDisruptionBudget"]["spec"]
+    assert pdb["selector"] == docs["Deployment"]["spec"]["selector"]
+    assert pdb["maxUnavailable"] < docs["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
+
+
+def test_keda_trigger_reads_the_course_servers_gauge():
+    docs = manifest("05-inference-server.yaml")
+    spec = docs["ScaledObject"]["spec"]
+    assert "labkit_requests_in_flight" in spec["triggers"][0]["metadata"]["query"]
+    assert "labkit_requests_in_flight" in serve.Metrics().render().decode()
+    # KEDA's cooldownPeriod only acts when scaling to zero; scale-down is the HPA's behaviour
+    assert "cooldownPeriod" not in spec and spec["minReplicaCount"] >= 1
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
