@@ -11,7 +11,16 @@ Two ways to load a server, and they answer different questions:
 
 Both are bounded (a number of requests, or a duration with a cap), send traffic only to the
 URL given (the course uses 127.0.0.1), and return a :class:`LoadResult`: throughput,
-p50/p95/p99 latency, time to first token (when streaming) and errors by status.
+p50/p95/p99 latency, time to first token (when streaming), errors by status, and the network
+failures by exception type. Only network failures and timeouts (``httpx.HTTPError``,
+``asyncio.TimeoutError``, ``OSError``) are counted as failed requests; any other exception is
+a bug (here or in the server's protocol) and propagates.
+
+Generated tokens are counted from the server's ``usage`` (``completion_tokens``): in the
+answer when not streaming, and when streaming from the last event, which the generator asks
+for with ``stream_options: {"include_usage": true}`` (OpenAI's shape; vLLM and the course
+server send it). A streamed piece of text is not a token: the detokenizer merges tokens that
+split a character and sends nothing for some, so pieces are counted apart (``pieces``).
 ``max_tokens`` is one number for every request, or a range ``(low, high)`` from which each
 request draws its own (uniformly, seeded): a load of mixed answer lengths, the case where
 continuous batching differs from dynamic batching.
@@ -54,10 +63,19 @@ class LoadResult:
         mode: ``"closed"`` or ``"open"``.
         offered: clients (closed loop) or arrivals per second (open loop).
         duration_s: wall time from the first request sent to the last answer.
-        statuses: HTTP status of every request (0 for a connection error or client timeout).
-        latencies_s: seconds from send to the full answer, successful (200) requests.
-        ttfts_s: seconds from send to the first streamed token (streaming runs only).
-        tokens: generated tokens over all successful requests.
+        statuses: HTTP status of every request: the status line the server sent, or 0 when
+            no answer arrived (connection error or client timeout before the headers); a
+            streamed answer whose last event is an error counts with that error's code.
+        latencies_s: seconds from send to the full answer, successful requests.
+        ttfts_s: seconds from send to the first streamed piece (streaming runs only).
+        tokens: generated tokens over all successful requests, from the server's ``usage``.
+        pieces: streaming runs: non-empty text events received (not tokens, see above).
+        failures: network failures and timeouts by exception type (``ReadTimeout``,
+            ``ConnectError`` …), whether before the headers (status 0) or after a 200.
+        broken: requests answered 200 whose body then failed to arrive in full; they keep
+            their 200 in ``statuses`` but are not counted in :attr:`ok`.
+        missing_usage: successful streamed requests whose last event carried no ``usage``
+            (a server that ignores ``stream_options``); their tokens are not counted.
         send_s: open loop: seconds from the first request sent to the last.
     """
 
@@ -68,6 +86,10 @@ class LoadResult:
     latencies_s: list[float] = field(default_factory=list)
     ttfts_s: list[float] = field(default_factory=list)
     tokens: int = 0
+    pieces: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    broken: int = 0
+    missing_usage: int = 0
     send_s: float = math.nan
 
     @property
@@ -78,8 +100,8 @@ class LoadResult:
 
     @property
     def ok(self) -> int:
-        """Successful (200) requests."""
-        return sum(1 for s in self.statuses if s == 200)
+        """Successful requests: answered 200 and received in full."""
+        return sum(1 for s in self.statuses if s == 200) - self.broken
 
     @property
     def rps(self) -> float:
@@ -116,7 +138,7 @@ class LoadResult:
                 "p95_ms": self.p95_ms, "p99_ms": self.p99_ms, "ttft_p50_ms": self.ttft_p50_ms,
                 "ttft_p95_ms": self.ttft_p95_ms, "ttft_mean_ms": self.ttft_mean_ms,
                 "achieved_rate": self.achieved_rate,
-                "errors": self.errors}
+                "errors": self.errors, "failures": dict(self.failures), "broken": self.broken}
 
     def __str__(self) -> str:
         unit = "clients" if self.mode == "closed" else "req/s offered"
@@ -124,7 +146,8 @@ class LoadResult:
         return (f"{self.mode} loop, {self.offered:g} {unit}: {len(self.statuses)} requests in "
                 f"{self.duration_s:.1f} s, {self.rps:.1f} req/s ok, latency p50 "
                 f"{self.p50_ms:.0f} / p95 {self.p95_ms:.0f} / p99 {self.p99_ms:.0f} ms{ttft}; "
-                f"errors {self.errors or 'none'}")
+                f"errors {self.errors or 'none'}"
+                + (f"; network failures {self.failures}" if self.failures else ""))
 
 
 def _run(coro):
@@ -149,6 +172,16 @@ def _run(coro):
     return box["value"]
 
 
+#: what counts as a failed request rather than a bug: network errors and timeouts
+NETWORK_ERRORS = (OSError, asyncio.TimeoutError)
+
+
+def _network_errors() -> tuple:
+    import httpx
+
+    return (httpx.HTTPError, *NETWORK_ERRORS)
+
+
 async def _one(client, url: str, body: dict, result: LoadResult, timeout_s: float,
                start: float | None = None) -> None:
     start = time.perf_counter() if start is None else start
@@ -157,28 +190,42 @@ async def _one(client, url: str, body: dict, result: LoadResult, timeout_s: floa
         if body.get("stream"):
             async with client.stream("POST", url, json=body, timeout=timeout_s) as resp:
                 status = resp.status_code
-                tokens, first = 0, None
+                pieces, first, usage = 0, None, None
                 async for line in resp.aiter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     event = json.loads(line[6:])
-                    if "error" in event:
+                    if "error" in event:                # the server's own failure report
                         status = event["error"].get("code", 500)
                         break
-                    if event["choices"][0]["text"] and first is None:
-                        first = time.perf_counter() - start
-                    tokens += 1 if event["choices"][0]["text"] else 0
+                    if event.get("usage"):
+                        usage = event["usage"]
+                    for choice in event.get("choices") or []:
+                        if choice.get("text"):
+                            pieces += 1
+                            first = time.perf_counter() - start if first is None else first
                 if status == 200:
                     if first is not None:
                         result.ttfts_s.append(first)
-                    result.tokens += tokens
+                    result.pieces += pieces
+                    if usage is None:
+                        result.missing_usage += 1
+                    else:
+                        result.tokens += usage["completion_tokens"]
         else:
             resp = await client.post(url, json=body, timeout=timeout_s)
             status = resp.status_code
             if status == 200:
                 result.tokens += resp.json()["usage"]["completion_tokens"]
-    except Exception:  # noqa: BLE001 - a failed request is counted as status 0
-        status = 0
+    except _network_errors() as err:
+        # A network failure or a timeout: counted, by type. A 200 already received stays a
+        # 200 (the server did answer), but the request is marked broken, not successful.
+        name = type(err).__name__
+        result.failures[name] = result.failures.get(name, 0) + 1
+        result.statuses.append(status)
+        if status == 200:
+            result.broken += 1
+        return
     result.statuses.append(status)
     if status == 200:
         result.latencies_s.append(time.perf_counter() - start)
@@ -195,10 +242,16 @@ def _bodies(prompt: str, max_tokens, stream: bool, temperature: float, seed: int
                              f"1 <= low <= high, got {max_tokens!r}")
         rng, (low, high) = random.Random(seed), max_tokens
         return lambda: {"prompt": prompt, "max_tokens": rng.randint(low, high),
-                        "stream": stream, "temperature": temperature}
-    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": stream,
-            "temperature": temperature}
+                        "temperature": temperature, **_stream_fields(stream)}
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature,
+            **_stream_fields(stream)}
     return lambda: body
+
+
+def _stream_fields(stream: bool) -> dict:
+    """``stream``, and when streaming OpenAI's request for a last event with the usage."""
+    return {"stream": True, "stream_options": {"include_usage": True}} if stream else \
+        {"stream": False}
 
 
 async def _closed(url, clients, requests, next_body, timeout_s) -> LoadResult:

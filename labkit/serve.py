@@ -1,10 +1,11 @@
 """The course's inference server: FastAPI + uvicorn in front of a
 :class:`labkit.models.LanguageModel`.
 
-What a server adds over a backend, in about 500 lines you can read:
+What a server adds over a backend, in one module you can read:
 
 - an OpenAI-compatible subset, ``POST /v1/completions`` (``prompt``, ``max_tokens``,
-  ``temperature``, ``stream`` with server-sent events);
+  ``temperature``, ``seed``, ``stream`` with server-sent events, and
+  ``stream_options.include_usage``, which adds a last event with the token counts);
 - ``GET /healthz`` (liveness: the process answers), ``GET /readyz`` (readiness: the model is
   loaded), ``GET /metrics`` (Prometheus text: requests, latency, time to first token, queue
   depth, batch size, tokens);
@@ -21,8 +22,12 @@ What a server adds over a backend, in about 500 lines you can read:
   per-request timeout (504), and a graceful shutdown that finishes the requests in flight.
 
 Run it with ``python -m labkit serve`` (see ``--help``); it binds to 127.0.0.1 unless told
-otherwise. From Python or a notebook, :func:`start_server` runs it as a subprocess that is
-always stopped (context manager, ``stop()``, and an exit-with-parent watchdog).
+otherwise. It has no authentication: ``--host 0.0.0.0`` exposes it, ``/metrics`` included,
+to every machine that can reach this one (inside a Pod that is what a Service needs; put a
+NetworkPolicy in front of it). From Python or a notebook, :func:`start_server` runs it as a
+subprocess that is always stopped (context manager, ``stop()``, and an exit-with-parent
+watchdog); its log lives in a scratch folder under ``.scratch/`` (:mod:`labkit.scratch`),
+removed when it stops, and swept at the next start if its owner died.
 
 The load generator lives in :mod:`labkit.loadgen`; ``python -m labkit bench serve`` is
 :func:`bench_serve_cli`.
@@ -41,7 +46,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -51,7 +55,7 @@ from pathlib import Path
 
 __all__ = ["ServerConfig", "create_app", "serve", "serve_cli", "ServerProcess", "start_server",
            "free_port", "bench_serve", "bench_serve_cli", "MODELS", "BATCHING", "Batcher",
-           "ContinuousBatcher"]
+           "ContinuousBatcher", "switch_interval_s", "option_flags", "sweep_logs"]
 
 #: model names the server accepts (``--model``)
 MODELS = ("tiny-gpt", "smollm2")
@@ -130,7 +134,8 @@ class RequestError(Exception):
 # --------------------------------------------------------------------------------------------
 def parse_completion_request(body: bytes, config: ServerConfig) -> dict:
     """Check a ``/v1/completions`` body; return ``prompt``, ``max_tokens``, ``temperature``,
-    ``stream`` and ``seed``, or raise :class:`RequestError` (422) saying what is wrong.
+    ``stream``, ``seed`` and ``include_usage`` (from ``stream_options``, OpenAI's shape), or
+    raise :class:`RequestError` (422) saying what is wrong.
 
     Fields the server does not implement (OpenAI has many) are ignored, as vLLM does.
     """
@@ -171,8 +176,20 @@ def parse_completion_request(body: bytes, config: ServerConfig) -> dict:
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise RequestError(422, f"'seed' must be a non-negative integer, got {seed!r}")
+    options = data.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not stream:
+            raise RequestError(422, "'stream_options' is only allowed with \"stream\": true")
+        if not isinstance(options, dict):
+            raise RequestError(422, f"'stream_options' must be an object such as "
+                                    f'{{"include_usage": true}}, got {options!r}')
+        include_usage = options.get("include_usage", False)
+        if not isinstance(include_usage, bool):
+            raise RequestError(422, f"'stream_options.include_usage' must be true or false, "
+                                    f"got {include_usage!r}")
     return {"prompt": prompt, "max_tokens": max_tokens, "temperature": float(temperature),
-            "stream": stream, "seed": seed}
+            "stream": stream, "seed": seed, "include_usage": include_usage}
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,9 +694,16 @@ def create_app(config: ServerConfig | None = None, model=None):
                 metrics.latency.observe(loop.time() - arrival)
 
         def chunk(text: str, reason: str | None) -> dict:
-            return {"id": rid, "object": "text_completion", "created": created,
+            body = {"id": rid, "object": "text_completion", "created": created,
                     "model": lm.name, "choices": [{"index": 0, "text": text,
                                                    "finish_reason": reason}]}
+            if params["include_usage"]:
+                body["usage"] = None          # OpenAI: null on every chunk but the last
+            return body
+
+        def usage(ids: list) -> dict:
+            return {"prompt_tokens": job.prompt_tokens, "completion_tokens": len(ids),
+                    "total_tokens": job.prompt_tokens + len(ids)}
 
         if params["stream"]:
             from labkit.models import _IncrementalDetokenizer
@@ -704,6 +728,11 @@ def create_app(config: ServerConfig | None = None, model=None):
                                 yield f"data: {json.dumps(chunk(piece, None))}\n\n"
                         elif event[0] == "done":
                             yield f"data: {json.dumps(chunk('', event[1]))}\n\n"
+                            if params["include_usage"]:
+                                # OpenAI's shape: one more chunk, no choices, the token counts
+                                last = {**chunk("", None), "choices": [],
+                                        "usage": usage(list(job.ids))}
+                                yield f"data: {json.dumps(last)}\n\n"
                             break
                         else:
                             status = 500
@@ -739,8 +768,7 @@ def create_app(config: ServerConfig | None = None, model=None):
         ids = list(job.ids)
         finish(200, first)
         body = chunk(lm.decode(ids), reason)
-        body["usage"] = {"prompt_tokens": job.prompt_tokens, "completion_tokens": len(ids),
-                         "total_tokens": job.prompt_tokens + len(ids)}
+        body["usage"] = usage(ids)
         return body
 
     return app
@@ -758,15 +786,71 @@ def _watch_parent(parent: int) -> None:
             return
 
 
+#: default GIL switch interval of the server process (Python's own default is 0.005 s)
+SWITCH_INTERVAL_S = 0.001
+
+#: printed when the server binds to an address other than loopback
+EXPOSED_WARNING = ("this server has no authentication: binding to {host} exposes "
+                   "/v1/completions and /metrics (process data included) to every machine "
+                   "that can reach this one. Inside a Pod that is what a Service needs; "
+                   "elsewhere keep the default 127.0.0.1.")
+
+
+def switch_interval_s(environ=None) -> float:
+    """The GIL switch interval for the server process: ``LABKIT_SWITCH_INTERVAL_S`` if set
+    (a number of seconds, 1e-6 to 0.1), else :data:`SWITCH_INTERVAL_S`; ValueError otherwise."""
+    raw = (os.environ if environ is None else environ).get("LABKIT_SWITCH_INTERVAL_S")
+    if raw is None or raw.strip() == "":
+        return SWITCH_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"LABKIT_SWITCH_INTERVAL_S must be a number of seconds, "
+                         f"got {raw!r}") from None
+    if not 1e-6 <= value <= 0.1:              # also refuses nan and inf
+        raise ValueError(f"LABKIT_SWITCH_INTERVAL_S must be between 1e-6 and 0.1 s, "
+                         f"got {raw!r}")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(config: ServerConfig | None = None, host: str = "127.0.0.1", port: int = 8000, *,
-          exit_with_parent: bool = False, log_level: str = "warning") -> None:
-    """Run the server in this process until SIGINT/SIGTERM (then finish requests in flight)."""
+          exit_with_parent: bool = False, log_level: str = "warning",
+          switch_interval: float | None = None) -> None:
+    """Run the server in this process until SIGINT/SIGTERM (then finish requests in flight).
+
+    ``switch_interval``: set the GIL switch interval (seconds) for the time the server runs,
+    then restore it. ``python -m labkit serve`` passes :func:`switch_interval_s`: the
+    inference thread and the event loop share the GIL, and a shorter interval lets the loop
+    read, validate and refuse requests while a batch decodes. The default, None, leaves the
+    interval alone: it is process-wide, and a notebook that calls ``serve()`` keeps its own.
+    """
+    config = config or ServerConfig()
+    if not _is_loopback(host):
+        print(f"labkit serve: warning: {EXPOSED_WARNING.format(host=host)}", file=sys.stderr,
+              flush=True)
+    previous = sys.getswitchinterval()
+    if switch_interval is not None:
+        sys.setswitchinterval(switch_interval)
+    try:
+        _run_uvicorn(config, host, port, exit_with_parent, log_level)
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def _run_uvicorn(config, host, port, exit_with_parent, log_level) -> None:
     import uvicorn
 
-    config = config or ServerConfig()
-    # The inference thread and the event loop share the GIL; a shorter switch interval lets
-    # the loop read, validate and refuse requests while a batch decodes.
-    sys.setswitchinterval(float(os.environ.get("LABKIT_SWITCH_INTERVAL_S", "0.001")))
     if exit_with_parent:
         threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     uv = uvicorn.Config(create_app(config), host=host, port=port, log_level=log_level,
@@ -781,7 +865,10 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Run the course's inference server.")
     p.add_argument("--model", choices=MODELS, default=d.model)
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only)")
+                   help="address to bind (default 127.0.0.1: this machine only). WARNING: the "
+                        "server has no authentication; 0.0.0.0 exposes it, /metrics included, "
+                        "to every machine that can reach this one (in a Pod, what a Service "
+                        "needs; put a NetworkPolicy in front of it)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--batching", choices=BATCHING, default=d.batching,
                    help="dynamic: whole batches, Triton-style (default); continuous: requests "
@@ -816,11 +903,12 @@ def serve_cli(argv: list[str]) -> int:
                               max_prompt_chars=args.max_prompt_chars,
                               request_timeout_s=args.request_timeout_s, threads=args.threads,
                               max_tokens_default=min(16, args.max_tokens_limit))
+        interval = switch_interval_s()
     except ValueError as err:
         print(f"labkit serve: {err}", file=sys.stderr)
         return 2
     serve(config, args.host, args.port, exit_with_parent=args.exit_with_parent,
-          log_level=args.log_level)
+          log_level=args.log_level, switch_interval=interval)
     return 0
 
 
@@ -832,6 +920,52 @@ def free_port() -> int:
 
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
+
+#: prefix of the scratch folders that hold a server's log: ``labkit-serve-<owner pid>-…``
+LOG_PREFIX = "labkit-serve-"
+
+
+def option_flags(options: dict) -> list[str]:
+    """Command-line flags for ``python -m labkit serve`` from keyword options:
+    ``max_batch_size=4`` → ``--max-batch-size 4``; ``True`` → the bare flag; ``False`` or
+    ``None`` → nothing (argparse's ``store_true`` flags take no value)."""
+    flags = []
+    for key, value in options.items():
+        flag = f"--{key.replace('_', '-')}"
+        if value is True:
+            flags.append(flag)
+        elif value is not False and value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_logs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the log folders of servers whose owner process is gone (it was killed before it
+    could clean up); returns the folders removed. Folders of live owners are kept."""
+    import shutil
+
+    from labkit.scratch import scratch_root
+
+    base = Path(root) if root else scratch_root()
+    removed = []
+    if not base.is_dir():
+        return removed
+    for folder in base.glob(LOG_PREFIX + "*"):
+        owner = folder.name[len(LOG_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class ServerProcess:
@@ -848,6 +982,8 @@ class ServerProcess:
         self.options = options
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self._log_path: Path | None = None
+        self._scratch: contextlib.ExitStack | None = None
 
     @property
     def pid(self) -> int | None:
@@ -858,12 +994,17 @@ class ServerProcess:
         if it does not within ``ready_timeout_s``."""
         import httpx
 
+        from labkit.scratch import scratch_dir
+
+        options = {"exit_with_parent": True, **self.options}
         cmd = [sys.executable, "-m", "labkit", "serve", "--port", str(self.port),
-               "--exit-with-parent"]
-        for key, value in self.options.items():
-            cmd += [f"--{key.replace('_', '-')}", str(value)]
-        self._log = tempfile.NamedTemporaryFile("w+", prefix="labkit-serve-", suffix=".log",
-                                                delete=False)
+               *option_flags(options)]
+        sweep_logs()
+        self._scratch = contextlib.ExitStack()
+        folder = self._scratch.enter_context(
+            scratch_dir(prefix=f"{LOG_PREFIX}{os.getpid()}-{self.port}-"))
+        self._log_path = folder / "server.log"
+        self._log = open(self._log_path, "w+")
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
@@ -890,12 +1031,39 @@ class ServerProcess:
 
     def log(self) -> str:
         """What the server printed so far."""
-        if self._log is None:
+        if self._log_path is None:
             return ""
         try:
-            return Path(self._log.name).read_text()
+            return self._log_path.read_text()
         except OSError:
             return ""
+
+    def metric(self, name: str, labels: dict | None = None) -> float:
+        """The current value of one sample of the server's ``/metrics`` (0 if absent)."""
+        import httpx
+
+        from labkit.check.serving import metric_value
+
+        return metric_value(httpx.get(self.url + "/metrics", timeout=10).text, name, labels)
+
+    def in_flight(self) -> int:
+        """Requests the server has accepted and not yet answered (its
+        ``labkit_requests_in_flight`` gauge: running plus waiting)."""
+        return int(self.metric("labkit_requests_in_flight"))
+
+    def wait_in_flight(self, count: int, timeout_s: float = 30.0) -> int:
+        """Poll the in-flight gauge until it reaches ``count``; return it, or raise
+        TimeoutError. A readiness signal for "the requests have arrived" that does not guess
+        with a sleep."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            seen = self.in_flight()
+            if seen >= count:
+                return seen
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{seen} requests in flight after {timeout_s} s, "
+                                   f"expected {count}")
+            time.sleep(0.005)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -919,9 +1087,10 @@ class ServerProcess:
                 self.proc.wait()
         if self._log is not None:
             self._log.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self._log.name)
             self._log = None
+        if self._scratch is not None:             # removes the log's scratch folder
+            self._scratch.close()
+            self._scratch = None
         _LIVE.discard(self)
         return self.proc.returncode if self.proc else None
 

@@ -12,6 +12,10 @@
    offered rate (`achieved_rate` says what it reached).
 3. Sends 1,000 requests in ten rounds and prints the server's resident memory after each.
 
+Every rate depends on the machine: the first line reports the cores the server and the load
+generator share. Network failures are reported by exception type (``failures``), apart from
+the HTTP statuses.
+
 One JSON object per line. Traffic goes only to 127.0.0.1; the server is always stopped.
 """
 import argparse
@@ -79,7 +83,10 @@ def main() -> None:
     with start_server(max_batch_size=16, batching=args.batching) as s:
         closed_loop(s.url, 16, 64, max_tokens=32)
         sat = closed_loop(s.url, 32, 320, max_tokens=32)
-        say(batching=args.batching, saturating_rps=sat.rps, sat_p95_ms=sat.p95_ms)
+        # the condition every number below holds under: this machine's cores, shared by the
+        # server (one inference thread) and the load generator
+        say(batching=args.batching, cores=len(os.sched_getaffinity(0)), saturating_rps=sat.rps,
+            sat_p95_ms=sat.p95_ms)
         rate = 2 * sat.rps
         t0 = time.perf_counter()
         if shutil.which("wrk"):

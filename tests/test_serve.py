@@ -6,9 +6,9 @@ test starts the real server as a subprocess on 127.0.0.1 and loads it.
 
 import asyncio
 import json
+import os
 import signal
 import threading
-import time
 
 import pytest
 
@@ -280,29 +280,53 @@ def test_percentile_and_result():
 
 
 def sigterm_with_requests_in_flight(server) -> None:
-    """Graceful shutdown: 4 requests in flight when SIGTERM arrives still get their answers."""
+    """Graceful shutdown: 4 requests in flight when SIGTERM arrives still get their answers.
+    The signal goes out once the server's in-flight gauge shows all 4 (no guessed sleep)."""
     box = {}
     thread = threading.Thread(target=lambda: box.update(r=loadgen.closed_loop(
         server.url, clients=4, requests=4, max_tokens=150)))
     thread.start()
-    time.sleep(0.3)
-    server.proc.send_signal(signal.SIGTERM)
-    thread.join(60)
+    try:
+        assert server.wait_in_flight(4, timeout_s=30) == 4
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        thread.join(60)
+    assert not thread.is_alive(), "the load generator did not finish within 60 s"
     assert box["r"].ok == 4, box["r"]
 
 
 def test_real_server_load_and_graceful_shutdown():
-    """The subprocess server: loads, 429s under overload, finishes in-flight requests on
-    SIGTERM, and leaves no process behind."""
+    """The subprocess server: loads (tokens counted from the streamed usage), finishes
+    in-flight requests on SIGTERM, and leaves no process behind."""
     server = serve.start_server(max_batch_size=4, max_queue_size=4, max_tokens_limit=200)
     try:
         closed = loadgen.closed_loop(server.url, clients=4, requests=12, max_tokens=8,
                                      stream=True)
         assert closed.ok == 12 and len(closed.ttfts_s) == 12 and closed.rps > 0
-        over = loadgen.open_loop(server.url, rate=400, duration_s=0.5, max_tokens=64)
-        assert 429 in over.errors and not any(s >= 500 for s in over.errors)
+        assert closed.missing_usage == 0 and not closed.failures
+        assert 0 < closed.pieces <= closed.tokens <= 12 * 8
+        generated = server.metric("labkit_generated_tokens_total")
+        assert closed.tokens == generated                 # the server's own count
         sigterm_with_requests_in_flight(server)
         assert server.proc.wait(30) in (0, -signal.SIGTERM)   # uvicorn re-raises the signal
+    finally:
+        server.stop()
+    assert not server.running()
+
+
+def test_real_server_refuses_with_429_when_its_queue_is_full():
+    """A deterministic overload: room for 2 (max_batch_size=1 running, max_queue_size=1
+    waiting) and 3 long requests sent at once, so at least one must get 429, whatever rate
+    the load generator reaches: it only has to send 3 requests within one 200-token
+    generation. Then the bound itself, read from the gauges: a request that arrives while
+    one runs and one waits is refused."""
+    server = serve.start_server(max_batch_size=1, max_queue_size=1, max_tokens_limit=200)
+    try:
+        burst = loadgen.closed_loop(server.url, clients=3, requests=3, max_tokens=200)
+        assert set(burst.statuses) == {200, 429} and not burst.failures, burst
+        assert server.metric("labkit_requests_total", {"status": "429"}) == \
+            burst.errors[429]                     # the server counted every refusal it sent
+        assert server.running() and server.in_flight() == 0
     finally:
         server.stop()
     assert not server.running()
@@ -570,3 +594,234 @@ def httpx_get(url):
     import httpx
 
     return httpx.get(url, timeout=10).json()
+
+
+def httpx_post(base_url, body):
+    import httpx
+
+    return httpx.post(base_url + "/v1/completions", json=body, timeout=30)
+
+
+# -- streamed usage (OpenAI's stream_options.include_usage) ------------------------------------
+def stream_events(client, body):
+    with client.stream("POST", "/v1/completions", json=body) as r:
+        assert r.status_code == 200, r.read()
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line[6:]) for line in lines[:-1]]
+
+
+@pytest.mark.parametrize("batching", ["dynamic", "continuous"])
+def test_stream_options_include_usage_sends_a_last_usage_chunk(model, batching):
+    with client_for(model, batching=batching) as c:
+        plain = post(c, {"prompt": "The pod", "max_tokens": 10}).json()
+        events = stream_events(c, {"prompt": "The pod", "max_tokens": 10, "stream": True,
+                                   "stream_options": {"include_usage": True}})
+        without = stream_events(c, {"prompt": "The pod", "max_tokens": 10, "stream": True})
+    last = events[-1]
+    assert last["choices"] == [] and last["usage"] == plain["usage"]
+    assert all(e["usage"] is None for e in events[:-1])        # null on every other chunk
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == plain["choices"][0]["text"]
+    assert all("usage" not in e for e in without)              # not asked: not sent
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"prompt": "hi", "stream_options": {"include_usage": True}}, "only allowed with"),
+    ({"prompt": "hi", "stream": True, "stream_options": True}, "must be an object"),
+    ({"prompt": "hi", "stream": True, "stream_options": {"include_usage": "yes"}},
+     "include_usage' must be true or false"),
+])
+def test_bad_stream_options_get_422(client, body, message):
+    r = post(client, body)
+    assert r.status_code == 422 and message in r.json()["error"]["message"]
+
+
+# -- the load generator counts what it should, and only network failures as failures -----------
+def run_one(handler, body, timeout_s=5.0):
+    """One request of the load generator against an httpx MockTransport ``handler``."""
+    import httpx
+
+    async def scenario():
+        result = loadgen.LoadResult("closed", 1, 0.0)
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            await loadgen._one(client, "http://test/v1/completions", body, result, timeout_s)
+        return result
+    return asyncio.run(scenario())
+
+
+def sse(*events):
+    return "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+
+
+def piece(text, reason=None):
+    return {"choices": [{"index": 0, "text": text, "finish_reason": reason}], "usage": None}
+
+
+STREAM = {"prompt": "p", "max_tokens": 4, "stream": True,
+          "stream_options": {"include_usage": True}}
+
+
+def test_loadgen_counts_tokens_from_usage_not_pieces():
+    import httpx
+
+    text = sse(piece("ab"), piece(""), piece("c"), piece("", "length"),
+               {"choices": [], "usage": {"completion_tokens": 5, "prompt_tokens": 1,
+                                         "total_tokens": 6}})
+    r = run_one(lambda req: httpx.Response(200, text=text), STREAM)
+    assert r.statuses == [200] and r.ok == 1 and r.tokens == 5 and r.pieces == 2
+    assert len(r.ttfts_s) == 1 and r.missing_usage == 0
+    r = run_one(lambda req: httpx.Response(200, text=sse(piece("ab"), piece("", "stop"))), STREAM)
+    assert r.ok == 1 and r.tokens == 0 and r.missing_usage == 1    # not guessed from pieces
+    assert loadgen._bodies("p", 4, True, 0.0, 0)()["stream_options"] == {"include_usage": True}
+    assert "stream_options" not in loadgen._bodies("p", 4, False, 0.0, 0)()
+
+
+def test_loadgen_records_network_failures_by_type():
+    import httpx
+
+    def refuse(request):
+        raise httpx.ConnectError("refused", request=request)
+    r = run_one(refuse, {"prompt": "p", "max_tokens": 4})
+    assert r.statuses == [0] and r.failures == {"ConnectError": 1} and r.ok == 0
+
+    def slow(request):
+        raise httpx.ReadTimeout("slow", request=request)
+    r = run_one(slow, STREAM)
+    assert r.statuses == [0] and r.failures == {"ReadTimeout": 1}
+
+
+def test_loadgen_keeps_a_200_when_the_stream_breaks_later():
+    import httpx
+
+    class Breaks(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            yield f"data: {json.dumps(piece('ab'))}\n\n".encode()
+            raise httpx.ReadError("connection reset")
+    r = run_one(lambda req: httpx.Response(200, stream=Breaks()), STREAM)
+    assert r.statuses == [200] and r.broken == 1 and r.ok == 0
+    assert r.failures == {"ReadError": 1} and r.latencies_s == [] and r.tokens == 0
+    assert "network failures" in str(r) and r.as_dict()["broken"] == 1
+
+
+def test_loadgen_lets_its_own_bugs_and_protocol_changes_propagate():
+    import httpx
+
+    with pytest.raises(json.JSONDecodeError):
+        run_one(lambda req: httpx.Response(200, text="data: {not json\n\n"), STREAM)
+    with pytest.raises(KeyError):                 # a non-streamed answer without usage
+        run_one(lambda req: httpx.Response(200, json={"choices": []}),
+                {"prompt": "p", "max_tokens": 4})
+
+
+def test_a_server_error_event_counts_with_its_code():
+    import httpx
+
+    text = sse(piece("ab"), {"error": {"message": "request timed out", "code": 504}})
+    r = run_one(lambda req: httpx.Response(200, text=text), STREAM)
+    assert r.statuses == [504] and r.ok == 0 and not r.failures
+
+
+# -- process hygiene: flags, switch interval, host warning, log under .scratch ----------------
+def test_option_flags_turn_booleans_into_bare_flags():
+    assert serve.option_flags({"max_batch_size": 4, "exit_with_parent": True,
+                               "other": False, "none": None}) == \
+        ["--max-batch-size", "4", "--exit-with-parent"]
+    parser = serve._parser()
+    args = parser.parse_args(serve.option_flags({"exit_with_parent": True, "threads": 2}))
+    assert args.exit_with_parent is True and args.threads == 2
+
+
+def test_switch_interval_is_validated():
+    assert serve.switch_interval_s({}) == serve.SWITCH_INTERVAL_S
+    assert serve.switch_interval_s({"LABKIT_SWITCH_INTERVAL_S": "0.002"}) == 0.002
+    for bad in ("fast", "nan", "inf", "0", "-1", "5"):
+        with pytest.raises(ValueError, match="LABKIT_SWITCH_INTERVAL_S"):
+            serve.switch_interval_s({"LABKIT_SWITCH_INTERVAL_S": bad})
+
+
+def test_serve_leaves_the_switch_interval_of_its_process_alone(monkeypatch, capsys):
+    import sys
+
+    calls = []
+    monkeypatch.setattr(serve, "_run_uvicorn", lambda *a: calls.append(sys.getswitchinterval()))
+    before = sys.getswitchinterval()
+    serve.serve(serve.ServerConfig())                    # as from a notebook
+    assert calls == [before] and sys.getswitchinterval() == before
+    serve.serve(serve.ServerConfig(), switch_interval=0.0005)     # as the CLI does
+    assert calls[-1] == pytest.approx(0.0005) and sys.getswitchinterval() == before
+    assert "warning" not in capsys.readouterr().err      # 127.0.0.1: no warning
+    serve.serve(serve.ServerConfig(), host="0.0.0.0")
+    assert "no authentication" in capsys.readouterr().err
+    monkeypatch.setenv("LABKIT_SWITCH_INTERVAL_S", "fast")
+    assert serve.serve_cli([]) == 2 and "LABKIT_SWITCH_INTERVAL_S" in capsys.readouterr().err
+
+
+def test_help_warns_about_binding_every_address():
+    assert "no authentication" in " ".join(serve._parser().format_help().split())
+
+
+def test_server_log_lives_under_scratch_and_stale_logs_are_swept(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path))
+    dead = subprocess_pid_that_exited()
+    stale = tmp_path / f"{serve.LOG_PREFIX}{dead}-1234-abc"
+    stale.mkdir()
+    (stale / "server.log").write_text("old")
+    mine = tmp_path / f"{serve.LOG_PREFIX}{os.getpid()}-1-abc"
+    mine.mkdir()
+    assert serve.sweep_logs() == [stale] and mine.exists() and not stale.exists()
+    mine.rmdir()
+    server = serve.ServerProcess(max_batch_size=2)
+    try:
+        server.start()
+        folders = list(tmp_path.glob(serve.LOG_PREFIX + "*"))
+        assert len(folders) == 1 and (folders[0] / "server.log").exists()
+        assert "--max-batch-size" not in server.log()      # the log is the server's output
+    finally:
+        server.stop()
+    assert not list(tmp_path.glob(serve.LOG_PREFIX + "*"))   # removed on stop
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+# -- the serving manifests: the metric each autoscaler reads exists -----------------------------
+def manifest(name):
+    from pathlib import Path
+
+    from labkit import k8s
+
+    path = Path(__file__).resolve().parent.parent / "book" / "manifests" / name
+    return {d["kind"]: d for d in k8s.load_manifests(path)}
+
+
+def test_hpa_metric_is_created_by_the_adapter_rule_from_vllm_gauges():
+    import yaml
+
+    docs = manifest("09-realtime-serving.yaml")
+    name = docs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    rules = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])["rules"]
+    rule = next(r for r in rules if r["name"]["as"] == name)
+    served = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    model = served[served.index("--served-model-name") + 1]
+    for gauge in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+        assert f'{gauge}{{<<.LabelMatchers>>,model_name="{model}"}}' in rule["metricsQuery"]
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    pdb = docs["PodDisruptionBudget"]["spec"]
+    assert pdb["selector"] == docs["Deployment"]["spec"]["selector"]
+    assert pdb["maxUnavailable"] < docs["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
+
+
+def test_keda_trigger_reads_the_course_servers_gauge():
+    docs = manifest("05-inference-server.yaml")
+    spec = docs["ScaledObject"]["spec"]
+    assert "labkit_requests_in_flight" in spec["triggers"][0]["metadata"]["query"]
+    assert "labkit_requests_in_flight" in serve.Metrics().render().decode()
+    # KEDA's cooldownPeriod only acts when scaling to zero; scale-down is the HPA's behaviour
+    assert "cooldownPeriod" not in spec and spec["minReplicaCount"] >= 1
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]

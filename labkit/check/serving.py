@@ -18,42 +18,70 @@ __all__ = ["check_tokens_per_s", "check_speedup", "metric_value", "check_mean_ba
 
 
 def _ok(message: str) -> str:
-    passed(message)
-    return message
+    return passed(message)
 
 
-def check_tokens_per_s(value, completion_tokens: int, seconds: float) -> str:
-    """Task 1: tokens per second of one request, from its ``usage`` and the elapsed time."""
+def _close(a: float, b: float, rel: float = 0.01) -> bool:
+    return math.isclose(a, b, rel_tol=rel)
+
+
+def _off_by(got: float, want: float) -> str:
+    """`` (2.00x the expected value)`` when that helps, else empty."""
+    return f" ({got / want:.2f}x the expected value)" if want else ""
+
+
+def check_tokens_per_s(value, usage, seconds: float) -> str:
+    """Task 1: tokens per second of one request, from its ``usage`` and the elapsed time.
+
+    ``usage`` is the answer's ``usage`` dict (or just its ``completion_tokens``); with the
+    dict, counting the prompt's tokens too is recognised.
+    """
     got = as_number("tokens_per_s", value)
+    seconds = as_number("seconds", seconds)
+    fields = dict(usage) if isinstance(usage, Mapping) else {"completion_tokens": usage}
+    completion_tokens = fields["completion_tokens"]
     want = completion_tokens / seconds
-    if math.isclose(got, want, rel_tol=0.01):
+    if _close(got, want):
         return _ok(f"{got:.0f} tokens/s for one request on its own: the baseline a batch "
                    f"has to beat.")
-    if math.isclose(got, seconds / completion_tokens, rel_tol=0.01):
+    if _close(got, seconds / completion_tokens):
         raise LabCheckError("that is seconds per token; divide tokens by seconds instead.")
-    if math.isclose(got, completion_tokens / (seconds * 1e3), rel_tol=0.01):
+    if _close(got, completion_tokens / (seconds * 1e3)):
         raise LabCheckError("the time looks like it was taken in milliseconds; use seconds.")
-    raise LabCheckError(f"tokens_per_s = {got:.4g}, expected {want:.4g}: "
+    for name in ("total_tokens", "prompt_tokens"):
+        if name in fields and fields[name] != completion_tokens \
+                and _close(got, fields[name] / seconds):
+            raise LabCheckError(f"that counts usage['{name}']; only the generated tokens, "
+                                f"usage['completion_tokens'], were produced by decoding.")
+    raise LabCheckError(f"tokens_per_s = {got:.4g}, expected {want:.4g}{_off_by(got, want)}: "
                         f"usage['completion_tokens'] ({completion_tokens}) / elapsed seconds "
                         f"({seconds:.3f}).")
 
 
-def check_speedup(value, unbatched, batched) -> str:
+def check_speedup(value, unbatched, batched, runs: Mapping | None = None) -> str:
     """Task 2: throughput with batching on over off, at the same number of clients
-    (``unbatched``/``batched`` are :class:`labkit.loadgen.LoadResult`)."""
+    (``unbatched``/``batched`` are :class:`labkit.loadgen.LoadResult`). ``runs`` (optional,
+    ``{"off": [...], "on": [...]}``, one result per client count) lets it recognise a ratio
+    taken at another client count."""
     got = as_number("speedup", value)
     want = batched.rps / unbatched.rps
-    if math.isclose(got, want, rel_tol=0.01):
+    if _close(got, want):
         return _ok(f"{got:.1f}x the requests per second from the same CPU, with "
                    f"{unbatched.offered:g} clients: each decode step now serves many requests.")
-    if math.isclose(got, 1 / want, rel_tol=0.01):
+    if _close(got, 1 / want):
         raise LabCheckError("upside down: divide the batched throughput by the unbatched one.")
-    if math.isclose(got, batched.p50_ms / unbatched.p50_ms, rel_tol=0.01) or \
-            math.isclose(got, unbatched.p50_ms / batched.p50_ms, rel_tol=0.01):
+    if _close(got, batched.p50_ms / unbatched.p50_ms) or \
+            _close(got, unbatched.p50_ms / batched.p50_ms):
         raise LabCheckError("that is a ratio of latencies; the question is about throughput "
                             "(`.rps`, successful requests per second).")
-    raise LabCheckError(f"speedup = {got:.3g}, expected {want:.3g} = batched.rps "
-                        f"({batched.rps:.1f}) / unbatched.rps ({unbatched.rps:.1f}).")
+    pairs = zip(runs["off"], runs["on"]) if runs else ()
+    for off, on in pairs:
+        if off is not unbatched and _close(got, on.rps / off.rps):
+            raise LabCheckError(f"that is the ratio at {off.offered:g} clients; take the "
+                                f"{unbatched.offered:g}-client runs (the last of each list).")
+    raise LabCheckError(f"speedup = {got:.3g}, expected {want:.3g}{_off_by(got, want)} = "
+                        f"batched.rps ({batched.rps:.1f}) / unbatched.rps "
+                        f"({unbatched.rps:.1f}).")
 
 
 def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
@@ -76,28 +104,42 @@ def check_mean_batch(value, metrics_text: str) -> str:
     if count == 0:
         raise LabCheckError("the metrics show no batch yet: send some load to this server first.")
     want = total / count
-    if math.isclose(got, want, rel_tol=0.01):
+    if _close(got, want):
         return _ok(f"{got:.1f} requests per batch on average over {count:.0f} batches.")
-    if math.isclose(got, count / total, rel_tol=0.01):
+    if _close(got, count / total):
         raise LabCheckError("upside down: requests (the _sum) per batch (the _count).")
-    if math.isclose(got, count, rel_tol=0.001) or math.isclose(got, total, rel_tol=0.001):
+    if _close(got, count, 0.001) or _close(got, total, 0.001):
         raise LabCheckError("that is one of the two counters; the mean is _sum / _count.")
-    raise LabCheckError(f"mean_batch = {got:.3g}, expected {want:.3g} = "
+    if got == 1:
+        raise LabCheckError("1 request per batch is what the server without batching shows: "
+                            "read the batching server's metrics (metrics_on).")
+    raise LabCheckError(f"mean_batch = {got:.3g}, expected {want:.3g}{_off_by(got, want)} = "
                         f"labkit_batch_size_sum ({total:.0f}) / labkit_batch_size_count "
                         f"({count:.0f}).")
 
 
 def check_refused_share(value, result) -> str:
-    """Task 4: the share of requests answered 429 in an open-loop overload run."""
+    """Task 5: the share of requests answered 429 in an open-loop overload run."""
     got = as_number("refused_share", value)
     total = len(result.statuses)
     refused = result.errors.get(429, 0)
-    want = refused / total if total else math.nan
+    if not total:
+        raise LabCheckError("the run has no requests: run the overload cell first.")
+    want = refused / total
+    ok = result.statuses.count(200)
     right = math.isclose(got, want, rel_tol=0.01, abs_tol=1e-9)
-    if not right and math.isclose(got, 100 * want, rel_tol=0.01) and want > 0:
+    if not right and _close(got, 100 * want) and want > 0:
         raise LabCheckError("that looks like a percentage; give a fraction between 0 and 1.")
-    if not right and math.isclose(got, refused, rel_tol=0.001) and refused > 1:
+    if not right and _close(got, refused, 0.001) and refused > 1:
         raise LabCheckError("that is the number of 429s; divide by all requests sent.")
+    if not right and refused and _close(got, total / refused):
+        raise LabCheckError("upside down: the 429s over all requests sent.")
+    if not right and ok and refused and _close(got, refused / ok):
+        raise LabCheckError("that divides by the successful requests only; divide by all "
+                            "requests sent (len(overload.statuses)).")
+    if not right and ok and _close(got, ok / total):
+        raise LabCheckError("that is the share answered 200; the question is the share "
+                            "refused with 429.")
     if not right:
         raise LabCheckError(f"refused_share = {got:.3g}, expected {want:.3g} = 429s ({refused}) "
                             f"/ requests sent ({total}).")
@@ -108,9 +150,10 @@ def check_refused_share(value, result) -> str:
 
 
 def check_bad_requests(answers: Mapping[str, object]) -> str:
-    """Task 5: every bad request got a 4xx with a message (``answers``: name → httpx.Response)."""
-    if not answers:
-        raise LabCheckError("answers is empty: send each bad request and keep its response.")
+    """Task 6: every bad request got a 4xx with a message (``answers``: name → httpx.Response)."""
+    if not isinstance(answers, Mapping) or not answers:
+        raise LabCheckError(f"answers should be a dict of name -> response, one per bad "
+                            f"request; got {answers!r}.")
     for name, resp in answers.items():
         status = getattr(resp, "status_code", None)
         if status is None:
@@ -137,14 +180,25 @@ TRITON_VLLM_KNOBS = {
 
 
 def check_knob_map(answer: Mapping[str, str]) -> str:
-    """Task 6: which vLLM argument plays the role of the course server's ``max_batch_size``,
+    """Task 7: which vLLM argument plays the role of the course server's ``max_batch_size``,
     and which Triton field is ``max_queue_delay_ms``."""
     expected = {"max_batch_size (vLLM)": "max_num_seqs",
                 "max_queue_delay_ms (Triton)": "max_queue_delay_microseconds"}
+    specific = {"max_num_batched_tokens": "that caps the tokens per step (prefill chunks "
+                                          "included), not the sequences that decode together",
+                "max_batch_size": "that is the course server's (and Triton's) name; vLLM "
+                                  "calls the cap on running sequences differently",
+                "max_queue_delay_ms": "that is the course server's name; Triton's field is "
+                                      "in microseconds",
+                "max_queue_size": "that bounds the queue, not the wait for a batch to fill"}
     for key, want in expected.items():
-        got = str(answer.get(key, "")).strip().lstrip("-").replace("-", "_")
+        raw = answer.get(key, "")
+        if raw is ... or raw is None or str(raw).strip() == "":
+            raise LabCheckError(f"{key}: fill in the name (a string), got {raw!r}.")
+        got = str(raw).strip().lstrip("-").replace("-", "_")
         if got != want:
-            hint = ("vLLM caps the running sequences per step (and, separately, the tokens per "
-                    "step)" if "vLLM" in key else "Triton counts the delay in microseconds")
-            raise LabCheckError(f"{key}: got {answer.get(key)!r}. {hint}.")
+            hint = specific.get(got) or (
+                "vLLM caps the running sequences per step (and, separately, the tokens per "
+                "step)" if "vLLM" in key else "Triton counts the delay in microseconds")
+            raise LabCheckError(f"{key}: got {raw!r}. {hint}.")
     return _ok("same ideas, different names: a cap on the batch, a wait to fill it.")

@@ -1,0 +1,153 @@
+"""labkit.check.serving (Lab 4): every check accepts the right answer and rejects the typical
+wrong ones (the inverse, milliseconds for seconds, off by 2x, the wrong row or counter, an
+unfilled ``...``) with its own hint."""
+
+import pytest
+
+from labkit.check import LabCheckError, Passed
+from labkit.check import serving as check
+from labkit.loadgen import LoadResult
+
+
+def rejects(hint, fn, *args, **kwargs):
+    with pytest.raises(LabCheckError, match=hint):
+        fn(*args, **kwargs)
+
+
+# -- Task 1 ------------------------------------------------------------------------------------
+USAGE = {"prompt_tokens": 4, "completion_tokens": 32, "total_tokens": 36}
+
+
+def test_tokens_per_s():
+    ok = check.check_tokens_per_s(320.0, USAGE, 0.1)
+    assert isinstance(ok, Passed) and "320 tokens/s" in ok
+    assert check.check_tokens_per_s(320.0, 32, 0.1)                  # the count alone works too
+    rejects("seconds per token", check.check_tokens_per_s, 0.1 / 32, USAGE, 0.1)
+    rejects("milliseconds", check.check_tokens_per_s, 32 / 100, USAGE, 0.1)
+    rejects("total_tokens", check.check_tokens_per_s, 360.0, USAGE, 0.1)
+    rejects("prompt_tokens", check.check_tokens_per_s, 40.0, USAGE, 0.1)
+    rejects(r"2\.00x the expected", check.check_tokens_per_s, 640.0, USAGE, 0.1)
+    rejects("should be a number", check.check_tokens_per_s, ..., USAGE, 0.1)
+    rejects("finite", check.check_tokens_per_s, float("nan"), USAGE, 0.1)
+
+
+# -- Task 2 ------------------------------------------------------------------------------------
+def closed(clients, seconds, n=40, latency=1.0):
+    return LoadResult("closed", clients, seconds, statuses=[200] * n,
+                      latencies_s=[latency] * n)
+
+
+RUNS = {"off": [closed(1, 4.0, latency=0.1), closed(4, 4.0, latency=0.4),
+                closed(16, 4.0, latency=1.6)],
+        "on": [closed(1, 3.2, latency=0.08), closed(4, 2.0, latency=0.2),
+               closed(16, 1.0, latency=0.4)]}
+
+
+def test_speedup():
+    off, on = RUNS["off"][-1], RUNS["on"][-1]
+    assert "4.0x" in check.check_speedup(4.0, off, on, RUNS)
+    assert check.check_speedup(4.0, off, on)                          # runs are optional
+    rejects("upside down", check.check_speedup, 0.25, off, on, RUNS)
+    # with N clients in a closed loop, Little's law makes the latency ratio close to the
+    # throughput ratio; they differ when clients also wait between requests
+    waits = closed(16, 1.0, latency=0.5)
+    rejects("ratio of latencies", check.check_speedup, 1.6 / 0.5, off, waits)
+    rejects("ratio at 4 clients", check.check_speedup, 2.0, off, on, RUNS)
+    rejects("ratio at 1 clients", check.check_speedup, 1.25, off, on, RUNS)
+    rejects(r"2\.00x the expected", check.check_speedup, 8.0, off, on, RUNS)
+    rejects("should be a number", check.check_speedup, ..., off, on)
+
+
+# -- Task 3 ------------------------------------------------------------------------------------
+TEXT = ("# TYPE labkit_batch_size histogram\n"
+        "labkit_batch_size_sum 96.0\nlabkit_batch_size_count 24.0\n"
+        "# TYPE labkit_requests_total counter\n"
+        'labkit_requests_total{status="200"} 7.0\nlabkit_requests_total{status="429"} 3.0\n')
+
+
+def test_metric_value_reads_one_sample_by_name_and_labels():
+    assert check.metric_value(TEXT, "labkit_batch_size_sum") == 96
+    assert check.metric_value(TEXT, "labkit_requests_total", {"status": "429"}) == 3
+    assert check.metric_value(TEXT, "labkit_requests_total", {"status": "200"}) == 7
+    assert check.metric_value(TEXT, "labkit_requests_total", {"status": "504"}) == 0
+    assert check.metric_value(TEXT, "labkit_missing") == 0
+
+
+def test_mean_batch():
+    ok = check.check_mean_batch(4.0, TEXT)
+    assert isinstance(ok, Passed) and "4.0 requests per batch" in ok
+    rejects("upside down", check.check_mean_batch, 0.25, TEXT)
+    rejects("one of the two counters", check.check_mean_batch, 24, TEXT)
+    rejects("one of the two counters", check.check_mean_batch, 96, TEXT)
+    rejects("metrics_on", check.check_mean_batch, 1.0, TEXT)           # the unbatched server
+    rejects(r"2\.00x the expected", check.check_mean_batch, 8.0, TEXT)
+    rejects("should be a number", check.check_mean_batch, ..., TEXT)
+    rejects("no batch yet", check.check_mean_batch, 1.0, "labkit_batch_size_count 0.0\n")
+
+
+# -- Task 5 ------------------------------------------------------------------------------------
+OVER = LoadResult("open", 100, 3.0, statuses=[200] * 6 + [429] * 2)
+
+
+def test_refused_share():
+    ok = check.check_refused_share(0.25, OVER)
+    assert isinstance(ok, Passed) and "25%" in ok and "no 5xx" in ok
+    rejects("percentage", check.check_refused_share, 25, OVER)
+    rejects("number of 429s", check.check_refused_share, 2, OVER)
+    rejects("upside down", check.check_refused_share, 4, OVER)
+    rejects("successful requests only", check.check_refused_share, 2 / 6, OVER)
+    rejects("share answered 200", check.check_refused_share, 0.75, OVER)
+    rejects(r"refused_share = 0\.5, expected 0\.25", check.check_refused_share, 0.5, OVER)
+    rejects("should be a number", check.check_refused_share, ..., OVER)
+    rejects("no requests", check.check_refused_share, 0.0, LoadResult("open", 1, 1.0))
+    none = LoadResult("open", 100, 3.0, statuses=[200] * 8)
+    assert "0%" in check.check_refused_share(0.0, none)                # no 429 is an answer too
+    failed = LoadResult("open", 100, 3.0, statuses=[200, 429, 503, 503])
+    assert "2 answers were 5xx" in check.check_refused_share(0.25, failed)
+
+
+# -- Task 6 ------------------------------------------------------------------------------------
+class Resp:
+    def __init__(self, status, message):
+        self.status_code, self._m, self.text = status, message, str(message)
+
+    def json(self):
+        if self._m is None:
+            raise ValueError("not JSON")
+        return {"error": {"message": self._m}}
+
+
+def test_bad_requests():
+    good = {"a": Resp(422, "missing field 'prompt'"), "b": Resp(413, "the body is too big")}
+    ok = check.check_bad_requests(good)
+    assert isinstance(ok, Passed) and "2 bad requests" in ok
+    rejects("dict of name", check.check_bad_requests, {})
+    rejects("dict of name", check.check_bad_requests, ...)
+    rejects("dict of name", check.check_bad_requests, [Resp(422, "missing field 'prompt'")])
+    rejects("never 200 or 5xx", check.check_bad_requests, {"a": Resp(200, "fine, fine, fine")})
+    rejects("never 200 or 5xx", check.check_bad_requests, {"a": Resp(500, "boom boom boom")})
+    rejects("keep the httpx response", check.check_bad_requests, {"a": 422})
+    rejects("no error message", check.check_bad_requests, {"a": Resp(422, None)})
+    rejects("does not say what to fix", check.check_bad_requests, {"a": Resp(422, "bad")})
+
+
+# -- Task 7 ------------------------------------------------------------------------------------
+RIGHT = {"max_batch_size (vLLM)": "max_num_seqs",
+         "max_queue_delay_ms (Triton)": "max_queue_delay_microseconds"}
+
+
+def test_knob_map():
+    assert isinstance(check.check_knob_map(RIGHT), Passed)
+    assert check.check_knob_map({**RIGHT, "max_batch_size (vLLM)": "--max-num-seqs"})
+    rejects("tokens per step", check.check_knob_map,
+            {**RIGHT, "max_batch_size (vLLM)": "max_num_batched_tokens"})
+    rejects("course server's", check.check_knob_map,
+            {**RIGHT, "max_batch_size (vLLM)": "max_batch_size"})
+    rejects("microseconds", check.check_knob_map,
+            {**RIGHT, "max_queue_delay_ms (Triton)": "max_queue_delay_ms"})
+    rejects("bounds the queue", check.check_knob_map,
+            {**RIGHT, "max_queue_delay_ms (Triton)": "max_queue_size"})
+    rejects("fill in the name", check.check_knob_map, {**RIGHT, "max_batch_size (vLLM)": ...})
+    rejects("fill in the name", check.check_knob_map, {"max_queue_delay_ms (Triton)":
+                                                        "max_queue_delay_microseconds"})
+    assert check.TRITON_VLLM_KNOBS["max_batch_size"] == ("max_batch_size", "max_num_seqs")
