@@ -216,13 +216,14 @@ def measure_memory_bandwidth(size_mib: int | None = None, repeats: int = 5,
 
 
 def measure_matmul_flops(dtype: str = "fp32", n: int = 1024, repeats: int = 5,
-                         device: str | None = None) -> float:
+                         device: str | None = None, threads: int | None = None) -> float:
     """Matrix-multiply throughput in GFLOP/s (GOP/s for int8) for ``n x n`` matrices.
 
     One ``n x n @ n x n`` product is ``2 n^3`` operations (a multiply and an add per term).
     Returns the best of ``repeats`` (after one warm-up). ``dtype`` is fp32, fp16, bf16 or int8
     (int8 uses ``torch._int_mm`` with int32 accumulation). On CPUs without native bf16/fp16
     instructions those run emulated and slowly: shrink ``n`` if it takes too long.
+    ``threads`` sets PyTorch's threads for the measurement (restored after).
     """
     import torch
 
@@ -243,7 +244,15 @@ def measure_matmul_flops(dtype: str = "fp32", n: int = 1024, repeats: int = 5,
         b = torch.randn(n, n, generator=gen).to(dev, torch_dtypes[name])
         op = lambda: a @ b  # noqa: E731
     sync = torch.cuda.synchronize if dev == "cuda" else None
-    timing = timeit(op, repeats=repeats, warmup=1, sync=sync, name=f"matmul {name}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        torch.set_num_threads(threads)
+    try:
+        timing = timeit(op, repeats=repeats, warmup=1, sync=sync, name=f"matmul {name}")
+    finally:
+        torch.set_num_threads(before)
     return 2 * n**3 / timing.min_s / 1e9
 
 

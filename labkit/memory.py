@@ -267,6 +267,66 @@ def process_memory() -> dict[str, int]:
     return out
 
 
+_LOAD_SCRIPT = r"""
+import json, sys
+import torch
+from labkit.memory import process_memory
+how, path, device = sys.argv[1:4]
+before = process_memory()
+peak = {"anon": 0, "file": 0}
+
+def note():
+    now = process_memory()
+    for k in peak:
+        peak[k] = max(peak[k], now[k] - before[k])
+
+if how == "torch.load":
+    held = torch.load(path)
+    note()
+else:
+    from safetensors import safe_open
+    kept = []
+    with safe_open(path, framework="pt") as f:
+        for name in f.keys():
+            tensor = f.get_tensor(name)
+            if device == "cuda":
+                kept.append(tensor.to(device))
+            else:
+                float(tensor.sum())
+            del tensor
+            note()
+print(json.dumps(peak))
+"""
+
+#: The loaders :func:`measure_load_memory` knows.
+LOADERS = ("torch.load", "safetensors-stream")
+
+
+def measure_load_memory(path, how: str, device: str = "cpu", timeout_s: float = 120) -> dict:
+    """Peak growth of private (``anon``) and file-backed (``file``) resident memory, in bytes,
+    while a fresh Python process loads the weights at ``path``.
+
+    ``how="torch.load"`` unpickles a ``.pt`` file (every tensor copied into the process);
+    ``how="safetensors-stream"`` opens a ``.safetensors`` file with ``safe_open`` and takes one
+    tensor at a time, as vLLM's default loader does, copying it to ``device`` when that is
+    ``"cuda"`` (kept there) or reading every byte of it on a CPU. A fresh process, so that
+    memory freed earlier by the caller cannot hide the growth. Linux only.
+    """
+    import json
+    import subprocess
+    import sys
+
+    if how not in LOADERS:
+        raise ValueError(f"unknown loader {how!r}; use one of {', '.join(LOADERS)}")
+    if not Path(path).is_file():
+        raise ValueError(f"{path} is not a file")
+    proc = subprocess.run([sys.executable, "-c", _LOAD_SCRIPT, how, str(path), device],
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the load in a subprocess failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def tensor_bytes(tensors) -> int:
     """Bytes held by the tensors of a model, a state_dict or any iterable of tensors, as stored.
 

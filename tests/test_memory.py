@@ -138,3 +138,22 @@ def test_process_memory_sees_an_allocation():
     assert after["anon"] - before["anon"] > 48 * 2**20
     assert after["peak"] >= after["total"]
     del block
+
+
+def test_measure_load_memory_tells_a_copy_from_a_mapping(tmp_path):
+    """A pickle load holds the weights in private memory; a streamed safetensors load keeps
+    about one tensor there, the rest is page cache of the mapped file."""
+    from safetensors.torch import save_file
+
+    state = {f"w{i}": torch.ones(1024, 1024) for i in range(8)}      # 32 MiB, 4 MiB per tensor
+    torch.save(state, tmp_path / "m.pt")
+    save_file(state, tmp_path / "m.safetensors")
+    size = 32 * 2**20
+    copied = memory.measure_load_memory(tmp_path / "m.pt", "torch.load")
+    streamed = memory.measure_load_memory(tmp_path / "m.safetensors", "safetensors-stream")
+    assert copied["anon"] > 0.9 * size
+    assert streamed["anon"] < 0.25 * size and streamed["file"] > 0.5 * size
+    with pytest.raises(ValueError, match="unknown loader"):
+        memory.measure_load_memory(tmp_path / "m.pt", "pickle")
+    with pytest.raises(ValueError, match="not a file"):
+        memory.measure_load_memory(tmp_path / "nope.pt", "torch.load")
