@@ -66,6 +66,16 @@ def test_matmul_flops_rejects_unsupported():
         hardware.measure_matmul_flops("int4")
     with pytest.raises(ValueError, match="n must be"):
         hardware.measure_matmul_flops("fp32", n=4)
+    with pytest.raises(ValueError, match="threads"):
+        hardware.measure_matmul_flops("fp32", n=64, threads=0)
+
+
+def test_matmul_flops_threads_are_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    assert hardware.measure_matmul_flops("fp32", n=64, repeats=1, threads=1) > 0
+    assert torch.get_num_threads() == before
 
 
 def test_tools():
