@@ -131,13 +131,22 @@ def test_deployable_gpus_respects_heads_that_8_does_not_divide():
 
 
 def test_process_memory_sees_an_allocation():
-    before = memory.process_memory()
+    """In a fresh process, so that memory freed by earlier tests cannot absorb the block."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, torch\n"
+              "from labkit.memory import process_memory\n"
+              "before = process_memory()\n"
+              "block = torch.ones(64 * 2**20 // 4)\n"
+              "print(json.dumps([before, process_memory()]))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    before, after = json.loads(out.strip().splitlines()[-1])
     assert set(before) == {"anon", "file", "shmem", "peak", "total"}
-    block = torch.ones(64 * 2**20 // 4)                 # 64 MiB of private memory
-    after = memory.process_memory()
-    assert after["anon"] - before["anon"] > 48 * 2**20
+    assert after["anon"] - before["anon"] > 48 * 2**20        # 64 MiB of private memory
     assert after["peak"] >= after["total"]
-    del block
 
 
 def test_measure_load_memory_tells_a_copy_from_a_mapping(tmp_path):
