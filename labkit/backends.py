@@ -356,11 +356,13 @@ def quantize_onnx_nbits(source, target: str | Path, *, bits: int = 4, block_size
         if not Path(source).is_file():
             raise FileNotFoundError(f"no ONNX file at {source}; write one first")
         source = onnx.load(str(source))
+    else:
+        source = copy_model(source)             # the quantizer edits the model it is given
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantizer = MatMulNBitsQuantizer(copy_model(source), bits=bits, block_size=block_size,
+        quantizer = MatMulNBitsQuantizer(source, bits=bits, block_size=block_size,
                                          is_symmetric=symmetric, accuracy_level=accuracy_level)
         quantizer.process()
         quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
