@@ -86,10 +86,12 @@ def convert_state_dict(state_dict: dict, dtype: str) -> dict:
 #
 # Kernels. The weight-only layers dequantize *inside* the matrix product, so the int8 or int4
 # bytes are what streams from memory. They call the CPU kernels PyTorch itself ships for this
-# (``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm_for_cpu``, the ones torchao's
-# CPU weight-only layouts use) with bf16 activations, and the dynamic layer calls
-# ``torch._int_mm``. None of them uses the deprecated ``torch.ao.quantization`` or quantized
-# tensors. Each layer also has ``reference(x)``: the same maths written out (unpack,
+# (``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm_for_cpu``: private operators,
+# the ones torchao's version-1 CPU layouts called; torchao deprecated those version-1 configs
+# in 0.14, pytorch/ao#2948 and #3596, checked 2026-12-05) with bf16 activations, and the
+# dynamic layer calls ``torch._int_mm``. None of them uses the deprecated
+# ``torch.ao.quantization`` or quantized tensors. A production CPU kernel for comparison:
+# ONNX Runtime's ``MatMulNBits`` (:func:`measure_onnx_precisions`). Each layer also has ``reference(x)``: the same maths written out (unpack,
 # dequantize, multiply), slow but readable, and what the tests compare the kernels with.
 
 
