@@ -6,7 +6,7 @@ import pytest
 
 from labkit.check import LabCheckError, Passed
 from labkit.check import serving as check
-from labkit.loadgen import LoadResult
+from labkit.serving.loadgen import LoadResult
 
 
 def rejects(hint, fn, *args, **kwargs):
