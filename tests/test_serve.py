@@ -773,28 +773,45 @@ def manifest(name):
     return {d["kind"]: d for d in k8s.load_manifests(path)}
 
 
-def test_hpa_metric_is_created_by_the_adapter_rule_from_vllm_gauges():
+def test_hpa_reads_vllms_gauges_through_the_adapter_rule():
+    """Chapter 09: the HPA names vLLM's own series, and the Prometheus Adapter rule serves
+    each of them per Pod, filtered on the Deployment's served model name."""
+    import re
+
     import yaml
 
     docs = manifest("09-realtime-serving.yaml")
-    name = docs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
-    rules = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])["rules"]
-    rule = next(r for r in rules if r["name"]["as"] == name)
+    names = [m["pods"]["metric"]["name"]
+             for m in docs["HorizontalPodAutoscaler"]["spec"]["metrics"]]
+    assert names == ["vllm:num_requests_running", "vllm:num_requests_waiting"]
     served = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
     model = served[served.index("--served-model-name") + 1]
-    for gauge in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
-        assert f'{gauge}{{<<.LabelMatchers>>,model_name="{model}"}}' in rule["metricsQuery"]
-    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    rules = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])["rules"]
+    for name in names:
+        rule = next(r for r in rules if re.fullmatch(r["name"]["matches"], name))
+        assert re.sub(rule["name"]["matches"], rule["name"]["as"].replace("${1}", r"\1"),
+                      name) == name
+        assert f'model_name="{model}"' in rule["seriesQuery"]
+        assert f'<<.Series>>{{<<.LabelMatchers>>,model_name="{model}"}}' in rule["metricsQuery"]
+        assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
     pdb = docs["PodDisruptionBudget"]["spec"]
     assert pdb["selector"] == docs["Deployment"]["spec"]["selector"]
     assert pdb["maxUnavailable"] < docs["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
 
 
-def test_keda_trigger_reads_the_course_servers_gauge():
+def test_keda_trigger_reads_vllms_gauges_which_the_course_server_exports():
+    from labkit.serving.metrics import Metrics
+
     docs = manifest("05-inference-server.yaml")
     spec = docs["ScaledObject"]["spec"]
-    assert "labkit_requests_in_flight" in spec["triggers"][0]["metadata"]["query"]
-    assert "labkit_requests_in_flight" in serve.Metrics().render().decode()
+    query = spec["triggers"][0]["metadata"]["query"]
+    args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    model = args[args.index("--served-model-name") + 1]
+    exported = Metrics(model).render().decode()
+    for gauge in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+        assert f'{gauge}{{app_kubernetes_io_name="labkit-server",model_name="{model}"}}' in query
+        assert f'{gauge}{{engine="0",model_name="{model}"}}' in exported
+    assert "labkit_" not in query
     # KEDA's cooldownPeriod only acts when scaling to zero; scale-down is the HPA's behaviour
     assert "cooldownPeriod" not in spec and spec["minReplicaCount"] >= 1
     assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
