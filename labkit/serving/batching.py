@@ -58,6 +58,9 @@ class Sequence:
     generator: object = None
     detok: object = None
     aborted: bool = False
+    final_only: bool = False               # not streamed: one event at the end (vLLM's FINAL_ONLY)
+    held: str = ""                         # final_only: the text not yet handed out
+    first_token_at: float | None = None    # time.monotonic() of its first token
 
 
 def sample(logits, temperature: float, top_p: float, generator) -> int:
@@ -159,8 +162,11 @@ class Scheduler:
     # -- one iteration -----------------------------------------------------------------------
     def step(self) -> tuple[list, dict]:
         """One iteration (release, admit, decode). Returns ``(events, observed)``: events
-        ``("tok", rid, text, finish_reason or None, n_tokens)`` and ``("err", rid, status,
-        message)``; ``observed`` holds ``batch_sizes`` and ``queue_times`` for the metrics.
+        ``("tok", rid, text, finish_reason or None, n_tokens, first_token_at)`` and ``("err",
+        rid, status, message)``; ``observed`` holds ``batch_sizes`` and ``queue_times`` for the
+        metrics. A sequence with ``final_only`` (a request that is not streamed) gets one
+        ``tok`` event when it ends, with all its text and tokens, as vLLM's ``FINAL_ONLY``
+        output kind does: the front end then handles one event per answer, not one per token.
 
         A failure inside the model fails every running sequence (500) and starts from a clean
         cache; the engine keeps serving.
@@ -245,14 +251,23 @@ class Scheduler:
 
     def _hand_out(self, seqs: list, logits, events: list) -> None:
         """Pick each row's next token, turn it into text, and finish the rows that end."""
+        now = time.monotonic()
         for i, seq in enumerate(seqs):
             token = sample(logits[i:i + 1], seq.temperature, seq.top_p, seq.generator)
             seq.out_ids.append(token)
+            if seq.first_token_at is None:
+                seq.first_token_at = now
             piece, reason = self._text(seq, token)
             if reason is None and len(seq.out_ids) >= seq.max_tokens:
                 reason = "length"
                 piece += self._flush(seq)
-            events.append(("tok", seq.rid, piece, reason, 1))
+            if not seq.final_only:
+                events.append(("tok", seq.rid, piece, reason, 1, seq.first_token_at))
+            elif reason is None:
+                seq.held += piece
+            else:
+                events.append(("tok", seq.rid, seq.held + piece, reason, len(seq.out_ids),
+                               seq.first_token_at))
             if reason is not None:
                 self.by_rid.pop(seq.rid, None)
                 self._release(seq.slot)

@@ -8,7 +8,8 @@ a private 0700 folder; pickled Python tuples, both ends are this package):
   ``("shutdown",)``;
 - engine → front end (PUSH → PULL): ``(events, stats)`` after each batch of work. Events are
   ``("ready", info)``, ``("ack", rid, prompt_tokens)``, ``("err", rid, status, message)``,
-  ``("tok", rid, text, finish_reason, n_tokens)``; ``stats`` feeds the gauges.
+  ``("tok", rid, text, finish_reason, n_tokens, first_token_at)`` (one per token when the
+  request streams, one at the end when it does not); ``stats`` feeds the gauges.
 
 :func:`run_engine` is the loop. :class:`EngineClient` is the front end's side: it starts the
 engine (in its own process, or in a thread of the HTTP process for the single-process design),
@@ -105,7 +106,8 @@ def run_engine(config: ServerConfig, in_addr: str, out_addr: str, *, model=None,
                             text = _prompt_text(model, req)
                             seq = Sequence(rid, model.encode(text), req["max_tokens"],
                                            req["temperature"], req["top_p"], req["seed"],
-                                           tuple(req["stop"]), req["arrival"])
+                                           tuple(req["stop"]), req["arrival"],
+                                           final_only=not req.get("stream", True))
                             events.append(("ack", rid, sched.add(seq)))
                         except RequestError as err:
                             events.append(("err", rid, err.status, err.message))

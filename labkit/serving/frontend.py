@@ -196,7 +196,8 @@ def create_app(config: ServerConfig | None = None, model=None, *, on_engine_deat
                            "max_tokens": params["max_tokens"],
                            "temperature": params["temperature"], "top_p": params["top_p"],
                            "seed": None if seed is None else seed + j,
-                           "stop": params["stop"], "arrival": arrival}
+                           "stop": params["stop"], "arrival": arrival,
+                           "stream": params["stream"]}
                     index[await engine.add(req, queue)] = p * params["n"] + j
         except EngineDead as err:
             for rid in index:
@@ -235,10 +236,10 @@ class Answer:
         return await asyncio.wait_for(self.queue.get(), remaining)
 
     def _on_token(self, event) -> None:
-        _, rid, text, reason, n = event
+        _, rid, text, reason, n, first_at = event
         now = time.monotonic()
         if self.tokens[rid] == 0:
-            self.metrics.ttft.observe(now - self.arrival)
+            self.metrics.ttft.observe((first_at or now) - self.arrival)
         self.tokens[rid] += n
         self.texts[rid].append(text)
         if reason is not None:
