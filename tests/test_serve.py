@@ -711,6 +711,24 @@ def sigterm_with_requests_in_flight(server) -> None:
     assert box["r"].ok == 4, box["r"]
 
 
+def client_hangs_up(server) -> None:
+    """A client that closes its connection while its (non-streamed) request runs: the server
+    notices, counts a 499 and an abort, and the engine drops the sequence."""
+    import socket
+
+    body = json.dumps({"prompt": "The pod", "max_tokens": 200}).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        server.wait_in_flight(1)
+    deadline = time.monotonic() + 20
+    while server.metric("labkit_requests_total", {"status": "499"}) < 1:
+        assert time.monotonic() < deadline, "the server did not notice the client hung up"
+        time.sleep(0.02)
+    assert server.metric("vllm:request_success_total", {"finished_reason": "abort"}) == 1
+    assert server.in_flight() == 0
+
+
 def test_real_server_streams_shuts_down_gracefully_and_leaves_no_process():
     """``python -m labkit serve --batching continuous``: the engine runs in its own process,
     a load of mixed lengths streams (tokens counted from the usage), SIGTERM lets the requests
@@ -723,6 +741,7 @@ def test_real_server_streams_shuts_down_gracefully_and_leaves_no_process():
         assert mixed.ok == 12 and len(mixed.ttfts_s) == 12 and not mixed.failures
         assert mixed.missing_usage == 0 and 0 < mixed.pieces <= mixed.tokens
         assert mixed.tokens == server.metric("vllm:generation_tokens_total")
+        client_hangs_up(server)
         sigterm_with_requests_in_flight(server)
         assert server.proc.wait(30) in (0, -signal.SIGTERM)   # uvicorn re-raises the signal
     finally:

@@ -14,7 +14,9 @@ answers. Routes:
 **Admission control** happens here, before the body is read when it can: a request whose
 sequences would make more than ``max_queue_size`` wait (accepted by this front end and not yet
 running in the engine) gets 429 with ``Retry-After`` at once, so a flood turns into cheap
-refusals while the engine keeps its batch full. A dead engine turns every request into 503.
+refusals while the engine keeps its batch full. A client that hangs up aborts its request (the
+engine drops its sequences, 499 is counted), as vLLM does. A dead engine turns every request
+into 503.
 
 Imports :mod:`labkit.serving.config`, ``.protocol``, ``.metrics`` and ``.engine``.
 """
@@ -81,6 +83,16 @@ class AdmissionControl:
                 await send({"type": "http.response.body", "body": _QUEUE_FULL})
                 return
         await self.app(scope, receive, send)
+
+
+async def _watch_disconnect(request, queue: asyncio.Queue) -> None:
+    """Put ``("gone",)`` on the request's event queue when its client disconnects (the body
+    is read: the next ASGI message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            queue.put_nowait(("gone",))
+            return
 
 
 def _sse(body: dict) -> str:
@@ -204,8 +216,14 @@ def create_app(config: ServerConfig | None = None, model=None, *, on_engine_deat
                 engine.abort(rid)
             return refuse(RequestError(503, f"the engine is gone ({err}); retry on another "
                                             f"replica", {"Retry-After": "1"}))
-        return await Answer(engine, metrics, config, params, chat, queue, index,
-                            arrival).respond(StreamingResponse, JSONResponse, refuse)
+        answer = Answer(engine, metrics, config, params, chat, queue, index, arrival)
+        # As vLLM does: a client that hangs up aborts its request, so the engine drops its
+        # sequences instead of generating for nobody (a flood's clients hang up a lot).
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(request, queue))
+        try:
+            return await answer.respond(StreamingResponse, JSONResponse, refuse)
+        finally:
+            watcher.cancel()
 
     return app
 
@@ -277,6 +295,8 @@ class Answer:
                 self.prompt_tokens[event[1]] = event[2]
             elif event[0] == "err":
                 return event[2], event[3]
+            elif event[0] == "gone":
+                return 499, "the client closed the connection"
             else:
                 self.buffer.append(event)
         return None
@@ -311,6 +331,10 @@ class Answer:
                 elif event[0] == "err":
                     self._close(event[2])
                     return JSONResponse(error_body(event[2], event[3]), status_code=event[2])
+                elif event[0] == "gone":             # nobody will read the answer
+                    self._close(499)
+                    return JSONResponse(error_body(499, "the client closed the connection"),
+                                        status_code=499)
         except asyncio.TimeoutError:
             self._close(504)
             return JSONResponse(error_body(504, self.timeout_message()), status_code=504)
