@@ -8,7 +8,7 @@
    by status (expect 200s and 429s, no 5xx), then checks that the server is still healthy.
    The load comes from `wrk` when it is installed (`apt-get install wrk`): a C load generator
    that needs a few percent of a core, paced by a Lua script (1,024 connections, each waiting
-   an exponential gap between requests). Without wrk it falls back to labkit.loadgen's open
+   an exponential gap between requests). Without wrk it falls back to labkit.serving.loadgen's open
    loop, which on a 2-core machine competes with the server for the CPU and may not reach the
    offered rate (`achieved_rate` says what it reached).
 3. Floods it: 256 connections, no think time, for 10 s (issue #14's reproduction) with `wrk`
@@ -124,7 +124,7 @@ def main() -> None:
             # latency), the others are refused at once
             over = overload_with_wrk(s.url, rate, args.duration, busy_s=0.5 * sat.p50_ms / 1e3)
         else:
-            over = {"generator": "labkit.loadgen",
+            over = {"generator": "labkit.serving.loadgen",
                     **open_loop(s.url, rate, args.duration, max_tokens=32, seed=1,
                                 connections=512).as_dict()}
         say(overload={"wall_s": time.perf_counter() - t0, **over})
