@@ -194,3 +194,7 @@ def test_flood_goodput():
     rejects(r"2\.00x the expected", check.check_flood_goodput, 40.0, BEFORE, AFTER, 5.0)
     rejects("replace it with your answer", check.check_flood_goodput, ..., BEFORE, AFTER, 5.0)
     rejects("no request succeeded", check.check_flood_goodput, 1.0, AFTER, AFTER, 5.0)
+    single = (metrics_text(0, 0, 0, 0, 0), metrics_text(30, 0, 30, 900, 960), 5.0)  # 6 req/s
+    rejects("other server's goodput", check.check_flood_goodput, 6.0, BEFORE, AFTER, 5.0,
+            single)
+    assert check.check_flood_goodput(20.0, BEFORE, AFTER, 5.0, single)

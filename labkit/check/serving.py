@@ -183,11 +183,13 @@ def check_bad_requests(answers: Mapping[str, object]) -> str:
     return _ok(f"{len(answers)} bad requests, each refused with a 4xx and a message.")
 
 
-def check_flood_goodput(value, before: str, after: str, seconds: float) -> str:
+def check_flood_goodput(value, before: str, after: str, seconds: float,
+                        other: tuple[str, str, float] | None = None) -> str:
     """Task 8: goodput during a flood, read from the server's ``/metrics``: successful
     requests per second = the increase of ``vllm:request_success_total`` (summed over its
     ``finished_reason`` values) between the texts ``before`` and ``after`` the flood, divided
-    by the flood's ``seconds``."""
+    by the flood's ``seconds``. ``other`` (optional): ``(before, after, seconds)`` of the other
+    server, to recognise its goodput given for this one."""
     got = as_number("goodput", value)
     seconds = as_number("seconds", seconds)
 
@@ -224,6 +226,13 @@ def check_flood_goodput(value, before: str, after: str, seconds: float) -> str:
         if part != done and _close(got, part / seconds):
             raise LabCheckError(f"that counts finished_reason=\"{reason}\" only; sum the "
                                 f"counter over every finished_reason.")
+    if other is not None:
+        o_before, o_after, o_seconds = other
+        o_done = metric_sum(o_after, "vllm:request_success_total") - \
+            metric_sum(o_before, "vllm:request_success_total")
+        if o_seconds and _close(got, o_done / o_seconds):
+            raise LabCheckError("that is the other server's goodput; take this server's "
+                                "before and after texts.")
     running = metric_sum(after, "vllm:num_requests_running")
     if running and (_close(got, running) or _close(got, running / seconds)):
         raise LabCheckError("vllm:num_requests_running is a gauge, a snapshot of one moment; "

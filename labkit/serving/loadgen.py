@@ -30,9 +30,9 @@ the run happens on a thread of its own, and interrupting the kernel cancels it).
 - **flood** (:func:`flood`): the overload test. ``connections`` kept-alive connections, each
   sending its next request the moment the last answer arrives (closed loop, no think time), or,
   with ``rate``, Poisson arrivals over that many connections (open loop). It uses a minimal
-  HTTP/1.1 client on asyncio streams instead of httpx, because the point is to offer many
-  times what the server can serve, and httpx costs more CPU per request than a server spends
-  refusing one. It also times ``GET /healthz`` every 50 ms on a connection of its own.
+  HTTP/1.1 client on asyncio streams instead of httpx: the point is to offer many times what
+  the server can serve, so the client must cost as little CPU per request as it can. It also
+  times ``GET /healthz`` every 50 ms on a connection of its own.
 
 Imports nothing from the rest of :mod:`labkit.serving` (it talks HTTP only).
 """
