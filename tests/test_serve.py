@@ -716,17 +716,20 @@ def client_hangs_up(server) -> None:
     notices, counts a 499 and an abort, and the engine drops the sequence."""
     import socket
 
-    body = json.dumps({"prompt": "The pod", "max_tokens": 200}).encode()
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: "
-                     b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        server.wait_in_flight(1)
-    deadline = time.monotonic() + 20
-    while server.metric("labkit_requests_total", {"status": "499"}) < 1:
-        assert time.monotonic() < deadline, "the server did not notice the client hung up"
-        time.sleep(0.02)
-    assert server.metric("vllm:request_success_total", {"finished_reason": "abort"}) == 1
-    assert server.in_flight() == 0
+    for n, stream in enumerate((False, True), start=1):
+        body = json.dumps({"prompt": "The pod", "max_tokens": 200, "stream": stream}).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                         + body)
+            server.wait_in_flight(1)
+        deadline = time.monotonic() + 20
+        while server.metric("labkit_requests_total", {"status": "499"}) < n \
+                or server.in_flight():
+            assert time.monotonic() < deadline, "the server did not notice the client left"
+            time.sleep(0.02)
+        assert server.metric("vllm:request_success_total", {"finished_reason": "abort"}) == n
+    assert server.metric("vllm:num_requests_running") == 0
 
 
 def test_real_server_streams_shuts_down_gracefully_and_leaves_no_process():

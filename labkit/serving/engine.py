@@ -89,7 +89,7 @@ def run_engine(config: ServerConfig, in_addr: str, out_addr: str, *, model=None,
         push.send_pyobj(([("ready", {"pid": os.getpid(), "model": model.name,
                                      "context_length": model.context_length})],
                          sched.stats()))
-        stopping = False
+        stopping, last = False, sched.stats()
         while True:
             wait = sched.seconds_until_work()
             timeout = POLL_MS if wait is None else min(POLL_MS, int(wait * 1e3))
@@ -122,8 +122,10 @@ def run_engine(config: ServerConfig, in_addr: str, out_addr: str, *, model=None,
             if sched.seconds_until_work() == 0:
                 step_events, observed = sched.step()
                 events += step_events
-            if events or observed.get("batch_sizes"):
-                push.send_pyobj((events, {**sched.stats(), **observed}))
+            stats = sched.stats()
+            if events or observed.get("batch_sizes") or stats != last:
+                push.send_pyobj((events, {**stats, **observed}))   # gauges never go stale
+                last = stats
             if stopping and not sched.has_unfinished():
                 return 0
             if parent_pid is not None and os.getppid() != parent_pid:

@@ -117,6 +117,20 @@ def create_app(config: ServerConfig | None = None, model=None, *, on_engine_deat
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
+    class GuardedStream(StreamingResponse):
+        """A stream whose answer is accounted for even when the client leaves before the
+        first chunk (then the body generator never starts and its ``finally`` never runs)."""
+
+        def __init__(self, answer: "Answer", **kwargs) -> None:
+            super().__init__(answer.stream(), **kwargs)
+            self.answer = answer
+
+        async def __call__(self, scope, receive, send) -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self.answer._close(499)          # nothing when the stream already closed
+
     config = config or ServerConfig()
     metrics = Metrics(config.name)
     created = int(time.time())
@@ -221,7 +235,7 @@ def create_app(config: ServerConfig | None = None, model=None, *, on_engine_deat
         # sequences instead of generating for nobody (a flood's clients hang up a lot).
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(request, queue))
         try:
-            return await answer.respond(StreamingResponse, JSONResponse, refuse)
+            return await answer.respond(GuardedStream, JSONResponse, refuse)
         finally:
             watcher.cancel()
 
@@ -244,6 +258,7 @@ class Answer:
         self.rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.status = 200
+        self.closed = False
 
     async def next_event(self):
         if self.buffer:
@@ -267,8 +282,11 @@ class Answer:
             self.metrics.e2e.observe(now - self.arrival)
 
     def _close(self, status: int) -> None:
-        """Account the answer once: abort what is left in the engine, count the status."""
-        self.status = status
+        """Account the answer once (later calls do nothing): abort what is left in the
+        engine, count the status."""
+        if self.closed:
+            return
+        self.closed, self.status = True, status
         for rid in self.index:
             if rid not in self.reasons:
                 if status in (499, 504):
@@ -317,7 +335,7 @@ class Answer:
             return refuse(RequestError(failed[0], failed[1],
                                        {"Retry-After": "1"} if failed[0] == 503 else None))
         if self.params["stream"]:
-            return StreamingResponse(self.stream(), media_type="text/event-stream",
+            return StreamingResponse(self, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         return await self.whole(JSONResponse)
 
