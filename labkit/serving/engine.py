@@ -157,8 +157,9 @@ class EngineClient:
         self.config, self.metrics, self.model = config, metrics, model
         self.on_death = on_death
         self.ready, self.dead, self.info = False, None, {}
-        self.running = 0
+        self.running = self.engine_waiting = 0
         self.requests: dict[str, asyncio.Queue] = {}      # rid -> where its events go
+        self.unacked: set[str] = set()                    # sent, not yet acked by the engine
         self._stopping = False
         self._proc = self._thread = None
         self._task = None
@@ -169,9 +170,12 @@ class EngineClient:
 
     @property
     def waiting(self) -> int:
-        """Sequences accepted and not yet running (the front end's admission control reads
-        this: sent and not finished, minus those the engine last reported running)."""
-        return max(0, len(self.requests) - self.running)
+        """Sequences waiting for a batch slot, as the front end's admission control counts
+        them: those sent and not yet acknowledged by the engine, plus those the engine last
+        reported waiting. (Counting "sent and not finished minus running" instead would count
+        the answers a busy front end has not read yet, and refuse work the engine has room
+        for.)"""
+        return len(self.unacked) + self.engine_waiting
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,11 +247,13 @@ class EngineClient:
             raise EngineDead(self.dead)
         rid = uuid.uuid4().hex
         self.requests[rid] = queue
+        self.unacked.add(rid)
         await self._push.send_pyobj(("add", rid, request))
         return rid
 
     def abort(self, rid: str) -> None:
         """Forget ``rid`` and tell the engine to drop it (fire and forget)."""
+        self.unacked.discard(rid)
         if self.requests.pop(rid, None) is not None and not self.dead:
             asyncio.get_running_loop().create_task(self._send_abort(rid))
 
@@ -262,11 +268,21 @@ class EngineClient:
 
     # -- events ------------------------------------------------------------------------------
     async def _dispatch(self) -> None:
+        import zmq
+
+        # a plain socket over the same handle, to read every waiting message in one turn of
+        # the event loop: under a flood a turn is long, and one message per turn would fall
+        # behind the engine
+        reader = zmq.Socket.shadow(self._pull.underlying)
         try:
             while True:
                 if await self._pull.poll(200):
-                    events, stats = await self._pull.recv_pyobj()
-                    self._route(events, stats)
+                    while True:
+                        try:
+                            events, stats = reader.recv_pyobj(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._route(events, stats)
                 elif not self.alive():
                     break
         except asyncio.CancelledError:
@@ -286,6 +302,8 @@ class EngineClient:
                 self.ready, self.info = True, event[1]
                 continue
             queue = self.requests.get(event[1])
+            if kind in ("ack", "err"):
+                self.unacked.discard(event[1])
             if kind == "tok":
                 m.generation_tokens.inc(event[4])
             elif kind == "ack":
@@ -293,7 +311,7 @@ class EngineClient:
             if queue is not None:
                 queue.put_nowait(event)
         if stats:
-            self.running = stats["running"]
+            self.running, self.engine_waiting = stats["running"], stats["waiting"]
             m.record_stats(stats)
 
     def _die(self, reason: str) -> None:
