@@ -479,6 +479,13 @@ def test_bench_serve_cli_offers_continuous_and_the_flood(capsys):
     assert exit_.value.code == 0 and "--continuous" in out and "--no-flood" in out
 
 
+def test_wrk_durations_are_read_in_seconds():
+    assert bench._wrk_seconds("250.00us") == pytest.approx(250e-6)
+    assert bench._wrk_seconds("12.5ms") == pytest.approx(0.0125)
+    assert bench._wrk_seconds("5.01s") == pytest.approx(5.01)
+    assert bench._wrk_seconds("1.00m") == pytest.approx(60)
+
+
 def test_flood_verdicts():
     result = {"flood_goodput_ratio": 0.95, "flood_5xx": 0, "flood_429_p99_ms": 60.0,
               "flood_healthz_max_ms": 20.0}
@@ -768,6 +775,12 @@ def test_real_server_refuses_a_flood_and_turns_a_dead_engine_into_503s(tmp_path,
         flooded = loadgen.flood(server.url, connections=32, duration_s=1.0, max_tokens=8)
         assert flooded.five_xx == 0 and flooded.count(429) > 0 and flooded.ok > 0, flooded
         assert set(flooded.statuses) <= {200, 429}
+        keys = bench.bench_flood(server, connections=16, duration_s=0.5, saturate_clients=2,
+                                 max_tokens=4, generator="python")
+        assert keys["flood_5xx"] == 0 and keys["flood_refused"] > 0, keys
+        assert keys["flood_generator"] == "labkit.serving.loadgen.flood"
+        assert {"flood_goodput_ratio", "flood_429_p99_ms", "flood_healthz_max_ms",
+                "flood_open_goodput_ratio"} <= set(keys)
         box = {}
         thread = threading.Thread(target=lambda: box.update(r=httpx.post(
             server.url + "/v1/completions", json={"prompt": "The pod", "max_tokens": 200},
