@@ -320,6 +320,19 @@ def test_smollm2_chat_template_is_its_own_jinja_template():
                     "<|im_start|>assistant\n")
 
 
+def test_smollm2s_own_template_frames_a_chat_as_chat_prompt_does():
+    from labkit.models import SMOLLM2_SYSTEM, smollm2_dir
+    from labkit.serving.protocol import render_chat
+
+    path = smollm2_dir() / "chat_template.jinja"
+    if not path.exists():
+        pytest.skip("SmolLM2 is not prepared (make setup)")
+    text = render_chat([{"role": "user", "content": "What is a pod?"}], "model",
+                       path.read_text())
+    assert text == (f"<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n<|im_start|>user\n"
+                    f"What is a pod?<|im_end|>\n<|im_start|>assistant\n")
+
+
 # -- queue, timeout, batching -------------------------------------------------------------------
 @pytest.mark.parametrize("batching", ["dynamic", "continuous"])
 def test_timeout_answers_504(model, batching):
