@@ -732,8 +732,9 @@ def sigterm_with_requests_in_flight(server) -> None:
 
 
 def client_hangs_up(server) -> None:
-    """A client that closes its connection while its (non-streamed) request runs: the server
-    notices, counts a 499 and an abort, and the engine drops the sequence."""
+    """A client that closes its connection while its request runs: the server counts a 499,
+    its in-flight gauge returns to 0 and nothing keeps running; a non-streamed request is
+    aborted in the engine (the server notices the disconnect at once)."""
     import socket
 
     for n, stream in enumerate((False, True), start=1):
@@ -748,8 +749,10 @@ def client_hangs_up(server) -> None:
                 or server.in_flight():
             assert time.monotonic() < deadline, "the server did not notice the client left"
             time.sleep(0.02)
-        assert server.metric("vllm:request_success_total", {"finished_reason": "abort"}) == n
-    assert server.metric("vllm:num_requests_running") == 0
+        if not stream:      # a stream may end before its writes notice the client is gone
+            assert server.metric("vllm:request_success_total",
+                                 {"finished_reason": "abort"}) == 1
+    assert server.metric("vllm:num_requests_running") == 0     # nothing left behind
 
 
 def test_real_server_streams_shuts_down_gracefully_and_leaves_no_process():
