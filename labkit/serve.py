@@ -19,3 +19,8 @@ from labkit.serving.protocol import RequestError  # noqa: F401
 warnings.warn("labkit.serve moved to labkit.serving (labkit.serving.start_server, "
               "labkit.serving.create_app, ...); this alias goes away in the next release",
               DeprecationWarning, stacklevel=2)
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m labkit.serve`` as before
+    import sys
+
+    sys.exit(serve_cli(sys.argv[1:]))
