@@ -1100,6 +1100,7 @@ def storage_sources() -> list[list[str]]:
 def fleet_load_seconds(total_bytes: float, pods: int, option: str, *,
                        client_Gbps: float = 100.0, connections: int = 64,
                        range_MB: float = 16.0, fsx_capacity_TiB: float = 48.0,
+                       fsx_cached: bool = False,
                        ebs_MiBps: float | None = None,
                        ebs_instance_Gbps: float | None = None) -> dict:
     """Derived: seconds until each of ``pods`` Pods has read ``total_bytes`` from ``option``.
@@ -1109,6 +1110,14 @@ def fleet_load_seconds(total_bytes: float, pods: int, option: str, *,
     per-volume cap; for S3-style stores ``connections`` x the cited per-connection rate) and
     its share of the option's aggregate limit (EFS per-file-system throughput; FSx for Lustre
     ``fsx_capacity_TiB`` x the cited MB/s per TiB; S3's GET rate per prefix x ``range_MB``).
+
+    FSx for Lustre is PERSISTENT-1000. By default every read is served from the file servers'
+    disks (disk baseline, 1,000 MB/s per TiB: the conservative case). With ``fsx_cached=True``
+    the Pods read the same checkpoint at once, so the file servers read it from disk once and
+    serve the other copies from their RAM cache: the shared limit becomes the network baseline
+    (2,600 MB/s per TiB), and the disks must still deliver one copy at 1,000 MB/s per TiB
+    (AWS: reads from the in-memory or SSD cache are limited by network throughput). ValueError
+    if the checkpoint is larger than the cited RAM cache (GiB per TiB x capacity).
 
     EBS volumes are one per Pod (no sharing), already filled and initialised. Their
     throughput is a choice: ``ebs_MiBps`` (gp3: 125 MiB/s by default in AWS, here
@@ -1127,6 +1136,8 @@ def fleet_load_seconds(total_bytes: float, pods: int, option: str, *,
     if option == "instance_store":
         raise ValueError("the instance store is where a node keeps its own copy; fill it from "
                          "S3 or FSx first, then it reads at local NVMe speed")
+    if fsx_cached and option != "fsx_lustre":
+        raise ValueError(f"fsx_cached applies to fsx_lustre only, not {option!r}")
     if ebs_MiBps is not None and option not in ("ebs_gp3", "ebs_io2"):
         raise ValueError(f"ebs_MiBps applies to EBS options only, not {option!r}")
     client = client_Gbps * 1e9 / 8 / 1e6  # MB/s
@@ -1143,7 +1154,19 @@ def fleet_load_seconds(total_bytes: float, pods: int, option: str, *,
         limits["per-client limit"] = opt["per_client_MBps"]
         aggregate = ("file system throughput", opt["aggregate_MBps"])
     elif option == "fsx_lustre":
-        aggregate = ("file system throughput", fsx_capacity_TiB * opt["aggregate_MBps_per_TiB"])
+        disk = fsx_capacity_TiB * opt["aggregate_MBps_per_TiB"]
+        if fsx_cached:
+            tier = opt["per_unit_MBps_per_TiB"].index(opt["aggregate_MBps_per_TiB"])
+            cache_bytes = fsx_capacity_TiB * opt["cache_GiB_RAM_per_TiB"][tier] * 2**30
+            if total_bytes > cache_bytes:
+                raise ValueError(f"fsx_cached: {total_bytes / 1e9:.0f} GB does not fit the file "
+                                 f"servers' RAM cache ({cache_bytes / 1e9:.0f} GB at "
+                                 f"{fsx_capacity_TiB:g} TiB)")
+            limits["file system disks, one copy for all Pods"] = disk
+            aggregate = ("file system network (cached reads)",
+                         fsx_capacity_TiB * opt["network_baseline_MBps_per_TiB"][tier])
+        else:
+            aggregate = ("file system disk throughput", disk)
     elif option in ("ebs_gp3", "ebs_io2"):
         low = opt.get("baseline_MiBps", 0)
         MiBps = ebs_MiBps if ebs_MiBps is not None else opt.get("provisioned_MiBps",

@@ -90,8 +90,8 @@ def test_check_littles_law_accepts():
     (10000.0, "one thread's rate"),                      # forgot the threads (off by 4x)
     (50000.0, "the mean latency"),                       # used p50
     (20000.0, "Divide the number of threads"),           # off by 2x, no specific cause
-    (..., "should be a number"),
-    (None, "should be a number"),
+    (..., "still Ellipsis: replace it with your answer"),
+    (None, "still None: replace it with your answer"),
 ])
 def test_check_littles_law_rejects(answer, hint):
     with pytest.raises(LabCheckError, match=hint):
@@ -116,7 +116,7 @@ def test_check_files_time_accepts():
     (200.0, "off by 2x"),
     (50.0, "off by 2x"),
     (123.0, "Divide the number of files"),
-    (..., "should be a number"),
+    (..., "still Ellipsis: replace it with your answer"),
     (math.inf, "finite"),
 ])
 def test_check_files_time_rejects(answer, hint):
@@ -137,7 +137,7 @@ def test_check_workers_needed_accepts():
     (10000, 2000, 5, "milliseconds"),                   # latency left in ms
     (20, 2000, 5, "off by 2x"),
     (5, 2000, 5, "off by 2x"),
-    (..., 2000, 5, "should be a number"),
+    (..., 2000, 5, "still Ellipsis: replace it with your answer"),
     (3, 2000, 5, "Multiply the target rate"),
 ])
 def test_check_workers_needed_rejects(answer, target, latency, hint):
@@ -204,7 +204,7 @@ def test_check_fleet_estimate_one_pod_alone():
     alone = storage.fleet_load_seconds(140e9, 1, "efs")["seconds"]   # per-client cap only
     with pytest.raises(LabCheckError, match="one Pod alone"):
         chk.check_fleet_estimate(alone, 140e9, 32, "efs")
-    with pytest.raises(LabCheckError, match="should be a number"):
+    with pytest.raises(LabCheckError, match="still Ellipsis: replace it with your answer"):
         chk.check_fleet_estimate(..., 140e9, 32, "efs")
 
 
@@ -213,3 +213,14 @@ def test_check_fleet_estimate_one_pod_alone():
 def test_prediction_rows():
     rows = chk.prediction_rows({"a": 10.0, "b": None}, {"a": 20.0, "b": 3.0, "c": None})
     assert rows == [["a", 10.0, 20.0, "2x"], ["b", "-", 3.0, "-"], ["c", "-", "n/a", "-"]]
+
+
+def test_check_fleet_estimate_fsx_cached():
+    """FSx with cached reads: the right answer passes; the disk-bound answer (2.6x slower) is
+    rejected with the generic hint."""
+    kw = {"fsx_capacity_TiB": 48, "fsx_cached": True}
+    cached = storage.fleet_load_seconds(140e9, 128, "fsx_lustre", **kw)["seconds"]
+    assert "= " in chk.check_fleet_estimate(cached, 140e9, 128, "fsx_lustre", **kw)
+    disk = storage.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48)["seconds"]
+    with pytest.raises(LabCheckError, match="Take the smaller"):
+        chk.check_fleet_estimate(disk, 140e9, 128, "fsx_lustre", **kw)

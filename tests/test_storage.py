@@ -642,6 +642,36 @@ def test_fleet_load_seconds_bounds():
         storage.fleet_load_seconds(0, 1, "s3")
 
 
+def test_fleet_load_seconds_fsx_cached():
+    """Cached FSx reads share the network baseline (2,600 MB/s per TiB at PERSISTENT-1000);
+    the disks still deliver one copy; a checkpoint larger than the RAM cache is refused."""
+    disk = storage.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48)
+    cached = storage.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48,
+                                        fsx_cached=True)
+    assert disk["per_pod_MBps"] == pytest.approx(48 * 1000 / 128)
+    assert cached["per_pod_MBps"] == pytest.approx(48 * 2600 / 128)
+    assert cached["bound"].startswith("shared file system network")
+    one = storage.fleet_load_seconds(10e9, 1, "fsx_lustre", fsx_capacity_TiB=1.2,
+                                     fsx_cached=True)
+    assert one["bound"] == "file system disks, one copy for all Pods"
+    assert one["per_pod_MBps"] == pytest.approx(1200)
+    ex = storage.fleet_load_seconds(140e9, 16, "fsx_lustre", fsx_capacity_TiB=19.2)
+    assert ex["seconds"] == pytest.approx(16 * 140e3 / 19200)      # chapter 07 exercise, ~117 s
+    with pytest.raises(ValueError, match="RAM cache"):
+        storage.fleet_load_seconds(140e9, 2, "fsx_lustre", fsx_capacity_TiB=1.2, fsx_cached=True)
+    with pytest.raises(ValueError, match="fsx_lustre only"):
+        storage.fleet_load_seconds(1e9, 1, "efs", fsx_cached=True)
+
+
+def test_fsx_capacity_sizes_cited():
+    fsx = storage.storage_option("fsx_lustre")
+    assert fsx["capacity_sizes_GiB_first"] == [1200, 2400, 4800, 7200]
+    assert fsx["capacity_step_GiB"] == 2400 and fsx["min_capacity_GiB"] == 1200
+    assert "multiples of 2,400 GiB" in fsx["semantics"]
+    assert "512 KB" not in storage.storage_option("s3_express")["cost_class"]
+    assert "per_client_MBps" not in storage.storage_option("ebs_gp3")
+
+
 # --------------------------------------------------------------------------- patterns
 
 from labkit import storage_patterns as sp  # noqa: E402
