@@ -28,7 +28,7 @@ def test_min_task_ms_accepts_the_right_answer(capsys):
     (OVERHEAD_MS, "overhead itself"),                   # the wrong quantity
     (RIGHT_MS * 2, "at most 10%"),                      # off by 2x
     (RIGHT_MS / 2, "at most 10%"),
-    (..., "should be a number"),                        # unfilled
+    (..., "replace it with your answer"),                        # unfilled
     ("8 ms", "should be a number"),
 ])
 def test_min_task_ms_rejects_typical_mistakes_with_their_hint(wrong, hint):
@@ -98,7 +98,7 @@ def test_parallel_fraction_accepts_the_right_answer(capsys):
     (1 - 1 / SPEEDUP, "divide by"),                      # off by 2x for N = 2
     (1 / SPEEDUP, "1 / S"),                              # the inverse
     (RIGHT_P * 1.1, "Solve"),                            # just wrong
-    (..., "should be a number"),
+    (..., "replace it with your answer"),
 ])
 def test_parallel_fraction_rejects_typical_mistakes_with_their_hint(wrong, hint):
     with pytest.raises(LabCheckError, match=hint):
@@ -121,7 +121,7 @@ def test_permanent_failure_accepts_the_right_answer(capsys):
     (P * (1 + RETRIES), "product"),                      # adds instead of multiplying
     (P ** (2 + RETRIES), "attempts fail"),               # one attempt too many
     (2 * P ** (1 + RETRIES), "attempts fail"),           # off by 2x
-    (..., "should be a number"),
+    (..., "replace it with your answer"),
 ])
 def test_permanent_failure_rejects_typical_mistakes_with_their_hint(wrong, hint):
     with pytest.raises(LabCheckError, match=hint):
