@@ -47,3 +47,15 @@ def test_manifest_validates_offline(manifest):
 def test_readme_opens_with_the_two_commands(repo_root):
     text = (repo_root / "README.md").read_text()
     assert text.index("make book") < text.index("make test") < 2500
+
+
+def test_no_cell_carries_the_no_op_nbval_output_tags(repo_root):
+    """Under --nbval-lax nbval compares no output, so nbval-ignore-output / nbval-check-output
+    tags would only suggest checks that do not happen: the checks are the asserts (HON-09)."""
+    import json
+
+    tagged = [f"{path.relative_to(repo_root)} cell {i}"
+              for path in cc.notebooks(repo_root)
+              for i, cell in enumerate(json.loads(path.read_text())["cells"])
+              if {"nbval-ignore-output", "nbval-check-output"} & set(cell.get("metadata", {}).get("tags", []))]
+    assert tagged == []
