@@ -517,11 +517,18 @@ def verify(student, stubs: list[Stub], cwd: Path, timeout: int = 180,
     problems = []
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(cwd)}})
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
     with client.setup_kernel(stderr=subprocess.DEVNULL):   # hides ipykernel's TCP notice
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
-            client.execute_cell(cell, index)
+            try:
+                client.execute_cell(cell, index)
+            except (CellTimeoutError, DeadKernelError) as exc:
+                problems.append(f"cell {index}: {type(exc).__name__} (the run stops here): "
+                                f"{str(exc).splitlines()[0]}")
+                break
             errors = [o for o in cell.outputs if o.output_type == "error"]
             stub = by_index.get(index)
             if stub is None:
