@@ -2,7 +2,9 @@
 
     python scripts/make_student.py            # what `make student` runs
     python scripts/make_student.py --no-html  # the notebooks only
-    python scripts/make_student.py --verify   # also execute every student notebook (slow)
+    python scripts/make_student.py --verify   # also execute every student notebook (slow),
+                                              # each stub given a minimal answer
+    python scripts/make_student.py --workspace   # `make workspace`: add them to my-work/
 
 Output (under ``_build/``, never committed)::
 
@@ -27,10 +29,21 @@ How a solution is marked (the convention for chapters and labs)
 3. **Plain** ``{solution}`` **directives** in markdown (prose-only answers) are removed.
 
 In the student notebook each solution with code becomes one stub cell (tag
-``exercise-stub``)::
+``exercise-stub``) that keeps the shape of the answer::
 
-    # Exercise: <title>. Replace this line and the next with your solution.
-    raise NotImplementedError("<title>")
+    # Exercise: <title>
+    # Hint: <the solution's "# hint: ..." comments, else a line made from the title>
+    speedup = ...
+    ppl_change_pct = ...
+    # Stuck? In a new cell: from labkit.solutions import reveal; reveal("<label or title>", ...)
+    if any(answer is ... for answer in (speedup, ppl_change_pct)):
+        raise NotImplementedError("<title>")
+
+The names are those the solution assigns that the task's text (the markdown just above the
+stub) shows as inline code; if it shows none, those that later cells read; if none is read,
+every name the solution assigns. A function keeps its signature (``def knee(rows): ...``), and
+a stub with a function or no name to test ends with an unconditional ``raise`` the learner
+deletes. So an unfilled stub fails at its own cell with ``NotImplementedError(title)``.
 
 A solution without code (prose only) becomes a markdown cell "*Your answer:* ...". The title
 is the one of the exercise whose ``:label:`` the solution names; for a tagged cell it is the
@@ -41,9 +54,15 @@ stripped.
 What the tests prove (tests/test_student.py): every stub raises exactly
 ``NotImplementedError(title)``; apart from the stubs the student notebook has the instructor
 notebook's code cells, unchanged and in order (so, since nbval runs the instructor notebooks,
-a student notebook fails only at its stubs); and, on fixture notebooks, a full execution in
-which each stub raises and is then replaced by its solution runs to the end. ``--verify``
-runs that full execution on the real notebooks.
+a student notebook fails only at its stubs); no cell reads a name that only a solution defines
+(:func:`names_only_a_solution_defines`, the condition for a *minimal* answer, i.e. only the
+names a task asks for, to be enough); and, on fixture notebooks, full executions in which each
+stub raises and is then replaced by a minimal answer (the solution's values for the names the
+task asks for, nothing else) run to the end. ``--verify`` runs that execution on the real
+notebooks.
+
+``--workspace [DIR]`` (what `make workspace` runs) writes the same student notebooks and files
+into ``my-work/`` (or DIR) instead, adding only what is missing and never overwriting a file.
 """
 
 from __future__ import annotations
