@@ -23,9 +23,8 @@ text as it is produced.
 
 The decode loop is hand-written rather than Transformers' ``generate()``: a static KV cache
 allocated once per call, a decode step that streams each weight matrix once, and nothing
-else per token. On the course machine that roughly doubles SmolLM2's batch-1 decode speed in
-fp32 (see :func:`decode_benchmark` and :func:`time_hf_generate`, which times ``generate()``
-for comparison).
+else per token. :func:`decode_benchmark` and :func:`time_hf_generate` time the two the same
+way (same prompt, tokens, repetitions and statistic), so Lab 1 can compare them.
 
 Command line: ``python -m labkit bench decode [--json]`` runs :func:`bench_decode_cli`.
 """
@@ -746,7 +745,9 @@ def prepare_smollm2(force: bool = False, verbose: bool = True) -> Path:
         if saved_tqdm is not None:
             gguf_utils.tqdm = saved_tqdm
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    aside = target.with_name(f"{target.name}.old-{os.getpid()}")
+    for leftover in (tmp, aside):
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         hf_config = model.config.to_dict()
@@ -767,13 +768,25 @@ def prepare_smollm2(force: bool = False, verbose: bool = True) -> Path:
         (tmp / "labkit.json").write_text(json.dumps(provenance, indent=2))
         del model, state
         if target.exists() and (force or not all((target / n).exists() for n in needed)):
-            shutil.rmtree(target, ignore_errors=True)   # stale or incomplete older copy
+            # Move the stale or incomplete copy aside in one atomic rename, so no reader
+            # ever sees a half-deleted folder, then delete it at leisure.
+            try:
+                os.replace(target, aside)
+            except FileNotFoundError:
+                pass   # another process moved it first
         try:
-            os.replace(tmp, target)   # atomic; fails if another process got there first
+            os.replace(tmp, target)   # atomic; fails if another process installed one first
         except OSError:
-            pass
+            pass                       # theirs is complete (it was renamed in whole): keep it
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+    missing = [n for n in needed if not (target / n).exists()]
+    if missing:
+        raise RuntimeError(f"the SmolLM2 copy in {target} lacks {', '.join(missing)} after "
+                           f"conversion (another process may have removed it); run "
+                           f"`python -c 'from labkit import models; "
+                           f"models.prepare_smollm2(force=True)'` again")
     if verbose:
         print(f"labkit: SmolLM2 ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return target
@@ -834,27 +847,36 @@ def load_smollm2_hf(dtype: str = "fp32"):
 # --------------------------------------------------------------------------------------------
 # measuring decode against the memory-bandwidth roofline
 # --------------------------------------------------------------------------------------------
-def measure_gemv_bandwidth(size_mib: int = 512, repeats: int = 8, threads: int | None = None
-                           ) -> dict:
+def measure_gemv_bandwidth(size_mib: int | None = None, repeats: int = 8,
+                           threads: int | None = None) -> dict:
     """Memory read bandwidth as seen by a matrix-vector product, in GB/s (10**9 bytes/s).
 
-    Times ``x @ W`` for one float32 vector ``x`` and a ``size_mib`` MiB matrix ``W`` (far
-    bigger than the caches), ``repeats`` times after one warm-up, and divides W's bytes by
-    the time. This is the probe the decode roofline uses rather than a STREAM-style copy
+    Times ``x @ W`` for one float32 vector ``x`` and a ``size_mib`` MiB matrix ``W``,
+    ``repeats`` times after one warm-up, and divides W's bytes by the time. This is the probe
+    the decode roofline uses rather than a STREAM-style copy
     (:func:`labkit.hardware.measure_memory_bandwidth`), because it is *the same kind of work
     as a decode step*: read every weight once, read-only, through the same BLAS kernel and
-    thread count. A copy moves bytes both ways with non-temporal stores, which decoding never
-    does, so its GB/s is a different number. The best of the repeats is the machine's
-    ceiling for this access pattern, so the roofline built on it is a strict one.
+    thread count. A copy moves bytes both ways, which decoding never does, so its GB/s is a
+    different number.
 
-    Returns a dict: ``best_GBps``, ``median_GBps``, ``worst_GBps``, ``bytes``, ``threads``.
+    ``size_mib=None`` (the default) makes W at least 512 MiB and at least 4 x the last-level
+    cache the OS reports (:func:`labkit.hardware.probe_size_mib`): current server CPUs report
+    0.5 GB of L3 or more, and a matrix that fits there measures the cache, not the memory.
+    An explicit smaller ``size_mib`` is allowed (tests use it); ``dram_bound`` then says False.
+
+    Returns a dict: ``best_GBps``, ``median_GBps``, ``worst_GBps`` (over the calls),
+    ``bytes``, ``threads``, ``llc_bytes`` (None when unknown) and ``dram_bound`` (W >= 4 x
+    the last-level cache).
     """
+    from labkit.bench import timeit
+    from labkit.hardware import LLC_MULTIPLE, last_level_cache_bytes, probe_size_mib
+
+    if size_mib is None:
+        size_mib = probe_size_mib(512)
     if size_mib < 64:
         raise ValueError(f"size_mib must be >= 64 (bigger than the caches), got {size_mib}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    from labkit.bench import timeit
-
     n_cols = 32768
     n_rows = size_mib * 2**20 // (4 * n_cols)
     with num_threads(threads), torch.inference_mode():
@@ -862,18 +884,22 @@ def measure_gemv_bandwidth(size_mib: int = 512, repeats: int = 8, threads: int |
         weight = torch.empty(n_rows, n_cols, dtype=torch.float32).fill_(1.0 / n_rows)
         x = torch.ones(1, n_rows, dtype=torch.float32)
         timing = timeit(lambda: torch.mm(x, weight), repeats=repeats, warmup=1, name="gemv")
+        del weight
     rate = timing.rate(n_rows * n_cols * 4).scaled(1e-9)
+    llc = last_level_cache_bytes()
     return {"best_GBps": rate.best, "median_GBps": rate.median, "worst_GBps": rate.worst,
-            "bytes": n_rows * n_cols * 4, "threads": used}
+            "bytes": n_rows * n_cols * 4, "threads": used, "llc_bytes": llc,
+            "dram_bound": llc is None or n_rows * n_cols * 4 >= LLC_MULTIPLE * llc}
 
 
 def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: bool = True,
                      new_tokens: int = 32, prompt_tokens: int = 16, repeats: int = 5,
-                     threads: int | None = 1, bandwidth_GBps: float | None = None) -> dict:
+                     threads: int | None = 1, bandwidth_GBps: float | None = None,
+                     probe_repeats: int = 5, hf_model=None) -> dict:
     """Decode speed of ``model`` against this machine's memory-bandwidth roofline, one run.
 
     Measures the bandwidth with :func:`measure_gemv_bandwidth` (unless given) before and
-    after the decoding, and keeps the best probe: the strictest reference. Between them it
+    after the decoding, and keeps the better probe: the stricter reference. Between them it
     decodes ``new_tokens`` greedy tokens after a ``prompt_tokens``-token prompt for each of
     ``batch_size`` sequences, ``repeats`` times after one warm-up call, end-of-sequence
     ignored. The roofline is the speed at which the weights could be read once per step:
@@ -883,17 +909,28 @@ def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: boo
     (the KV cache's reads are left out: at these lengths they are under 2 % of the weights).
     ``pct_roofline`` = decode tok/s / roofline tok/s x 100.
 
-    On a shared machine other work slows some readings down, never speeds them up. So both
-    sides of the ratio are the *least disturbed* reading: the best bandwidth probe, and the
-    best repetition of the decode (each repetition counted by its median step time).
-    ``decode_tok_s_median`` and ``decode_tok_s_min`` show the spread.
+    On a shared machine other work slows some readings down, never speeds them up. Both
+    sides of the ratio use the same statistic: each probe is scored by its median GEMV call
+    and each decode repetition by its median step, and each side keeps its best (least
+    disturbed) score. ``decode_tok_s_median`` and ``decode_tok_s_min`` show the spread over
+    repetitions; ``bandwidth_GBps_best`` is the single fastest GEMV call.
 
-    ``threads=1`` by default: on the course's 2-core machine a second thread does not make
-    batch-1 decoding faster (one core already draws the bandwidth a read stream can get),
-    and it stalls whenever another process holds the other core.
+    ``threads=1`` by default, so that runs on a shared machine are comparable; the speed at
+    other thread counts differs (measure 1 and :func:`labkit.hardware.usable_cores`). The
+    probe and the decode always use the same thread count.
+
+    The roofline assumes the weights come from main memory. ``llc_bytes`` is the last-level
+    cache the OS reports, and ``weights_fit_llc`` is True when the weights read per step are
+    smaller than it: then part of them may be served from the cache and the "% of roofline"
+    can exceed 100.
+
+    ``hf_model`` (a Transformers model of the same weights, e.g. :func:`load_smollm2_hf`)
+    adds ``result["hf"]``: ``generate()`` timed as in :func:`time_hf_generate`, one call
+    right after each of the loop's repetitions (same prompt, tokens, repetitions, threads and
+    statistic, and the same moments of machine load). Batch 1 with the KV cache only.
 
     Returns a dict with the keys of ``bench decode --json`` plus details (tok/s min/max,
-    time to first token, per-token latency, the bandwidth spread, threads).
+    time to first token, per-token latency, the bandwidth spread, threads, cache facts).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -902,22 +939,33 @@ def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: boo
                          f"got {new_tokens!r}")
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats!r}")
+    if hf_model is not None and (batch_size != 1 or not kv_cache):
+        raise ValueError("hf_model: the comparison with generate() is for batch_size=1 with "
+                         "the KV cache on")
     prompt = bench_prompt(model, prompt_tokens)
     prompts = [prompt] * batch_size
     probes = []
     if bandwidth_GBps is None:
-        probes.append(measure_gemv_bandwidth(threads=threads))
-    runs = []
+        probes.append(measure_gemv_bandwidth(repeats=probe_repeats, threads=threads))
+    runs, hf_medians = [], []
+    hf_ids = torch.tensor([model.encode(prompt)], dtype=torch.long)
     for i in range(repeats + 1):
         gen = model.generate(prompts, new_tokens, kv_cache=kv_cache, stop_at_eos=False,
                              threads=threads)
-        if i:
+        if hf_model is not None:
+            with num_threads(threads), torch.inference_mode():
+                hf_steps = _hf_step_times(hf_model, hf_ids, new_tokens, model.tokenizer.pad_id)
+        if i:   # call 0 is the warm-up of both
             runs.append(gen.timings)
+            if hf_model is not None:
+                hf_medians.append(statistics.median(hf_steps))
     if probes:
         # probe again after decoding, so the reference sees the same machine load
-        probes.append(measure_gemv_bandwidth(threads=threads))
-        bandwidth_GBps = max(p["best_GBps"] for p in probes)
-        bw = {"median_GBps": statistics.median(p["median_GBps"] for p in probes)}
+        probes.append(measure_gemv_bandwidth(repeats=probe_repeats, threads=threads))
+        # each probe scored by its median call, as each decode run by its median step
+        bandwidth_GBps = max(p["median_GBps"] for p in probes)
+        bw = {"best_GBps": max(p["best_GBps"] for p in probes),
+              "median_GBps": statistics.median(p["median_GBps"] for p in probes)}
     else:
         bw = None
     # Per repetition: the median step (robust to a single disturbed step); across repetitions:
@@ -926,6 +974,9 @@ def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: boo
     decode_tok_s = tok_s[-1]
     weight_bytes = model.weight_bytes_per_token
     roofline = batch_size * bandwidth_GBps * 1e9 / weight_bytes
+    from labkit.hardware import last_level_cache_bytes
+
+    llc = last_level_cache_bytes()
     return {
         "model": model.name, "dtype": model.dtype, "params": model.n_params,
         "weight_bytes": int(weight_bytes), "bandwidth_GBps": round(bandwidth_GBps, 2),
@@ -938,6 +989,14 @@ def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: boo
         "tpot_ms": round(batch_size / decode_tok_s * 1e3, 2),
         "ttft_ms": round(statistics.median(t.ttft_s for t in runs) * 1e3, 2),
         "bandwidth_GBps_median": round(bw["median_GBps"], 2) if bw else None,
+        "bandwidth_GBps_best": round(bw["best_GBps"], 2) if bw else None,
+        "probe_bytes": probes[0]["bytes"] if probes else None,
+        "probe_dram_bound": all(p["dram_bound"] for p in probes) if probes else None,
+        "llc_bytes": llc,
+        "weights_fit_llc": llc is not None and weight_bytes < llc,
+        "hf": ({**{k: round(v, 2) for k, v in _rate_summary(hf_medians).items()},
+                "threads": runs[0].threads, "new_tokens": new_tokens, "repeats": repeats}
+               if hf_model is not None else None),
     }
 
 
@@ -945,59 +1004,95 @@ def bench_prompt(model: LanguageModel, n_tokens: int) -> str:
     """A prompt of ``n_tokens`` tokens of plain English about Kubernetes (a sentence repeated
     and cut at a word boundary), for timing runs whose prompt length must be known. Where
     the tokenizer cannot land exactly on ``n_tokens``, the prompt is a token or two shorter."""
-    if not isinstance(n_tokens, int) or n_tokens < 1:
+    return _bench_text(model.encode, n_tokens)
+
+
+def _bench_text(encode: Callable[[str], list[int]], n_tokens: int) -> str:
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
         raise ValueError(f"prompt_tokens must be an integer >= 1, got {n_tokens!r}")
     words = ("A Kubernetes node runs pods, and each pod asks the scheduler for CPU and "
              "memory.").split()
     text, i = "", 0
     while True:
         candidate = (text + " " + words[i % len(words)]) if text else words[0]
-        if len(model.encode(candidate)) > n_tokens:
+        if len(encode(candidate)) > n_tokens:
             break
         text, i = candidate, i + 1
     if not text:   # a single word is already longer than n_tokens: cut characters
         text = words[0]
-        while len(model.encode(text)) > n_tokens and len(text) > 1:
+        while len(encode(text)) > n_tokens and len(text) > 1:
             text = text[:-1]
     return text
 
+def _hf_step_times(hf_model, input_ids: torch.Tensor, new_tokens: int, pad_id: int
+                   ) -> list[float]:
+    """One greedy ``generate()`` call of exactly ``new_tokens`` tokens; the time of each
+    decode step (``new_tokens - 1`` values), from a logits processor that records
+    ``time.perf_counter()`` when the logits of each new token are ready."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class _StepClock(LogitsProcessor):
+        def __init__(self) -> None:
+            self.stamps: list[float] = []
+
+        def __call__(self, input_ids, scores):
+            self.stamps.append(time.perf_counter())
+            return scores
+
+    clock = _StepClock()
+    hf_model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                      max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                      pad_token_id=pad_id, logits_processor=LogitsProcessorList([clock]))
+    if len(clock.stamps) != new_tokens:
+        raise RuntimeError(f"generate() computed {len(clock.stamps)} tokens' logits, expected "
+                           f"{new_tokens}; cannot time its steps")
+    steps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])]
+    if min(steps) <= 0:
+        raise RuntimeError("a generate() step took no time: the clock is broken")
+    return steps
+
+
+def _rate_summary(step_medians: Sequence[float], batch_size: int = 1) -> dict:
+    """tok/s from per-repetition median step times: best, median and worst repetition."""
+    rates = sorted(batch_size / m for m in step_medians)
+    return {"decode_tok_s": rates[-1], "decode_tok_s_median": statistics.median(rates),
+            "decode_tok_s_min": rates[0], "tpot_ms": batch_size / rates[-1] * 1e3}
+
+
 def time_hf_generate(hf_model, tokenizer: Tokenizer, *, new_tokens: int = 32,
-                     prompt_tokens: int = 16, repeats: int = 3, threads: int | None = 1,
+                     prompt_tokens: int = 16, repeats: int = 5, threads: int | None = 1,
                      prompt: str | None = None) -> dict:
-    """Decode speed of Transformers' ``generate()`` (greedy, its own KV cache), for comparison.
+    """Decode speed of Transformers' ``generate()`` (greedy, its own KV cache), timed exactly
+    as :func:`decode_benchmark` times the course's loop.
 
-    Times ``generate`` for ``new_tokens`` tokens and for 1 token, after one warm-up, and
-    takes decode tok/s = ``(new_tokens - 1) / (t_n - t_1)`` per repetition, so the prefill
-    is left out as in :func:`decode_benchmark`. Returns a dict with ``decode_tok_s`` (the best
-    repetition, as :func:`decode_benchmark` reports), ``decode_tok_s_median``,
-    ``decode_tok_s_min``, ``tpot_ms`` and ``threads``.
+    A logits processor records ``time.perf_counter()`` each time ``generate()`` has computed
+    the logits of a new token, so the gaps between consecutive records are the decode steps
+    (``new_tokens - 1`` per call; the prefill is left out, as in :func:`decode_benchmark`).
+    After one warm-up call, ``repeats`` calls each give a median step; ``decode_tok_s`` is the
+    best of those (the least disturbed), ``decode_tok_s_median`` their median and
+    ``decode_tok_s_min`` the worst: the same statistic as :func:`decode_benchmark`.
+    (``decode_benchmark(..., hf_model=...)`` interleaves the two, which is fairer still on a
+    busy machine.)
+
+    ``prompt=None`` uses :func:`bench_prompt`'s text of ``prompt_tokens`` tokens, the prompt
+    :func:`decode_benchmark` decodes. Raises RuntimeError if ``generate()`` did not compute
+    one set of logits per token or a step took no time (a broken timer, not a fast model).
     """
-    if new_tokens < 2:
-        raise ValueError(f"new_tokens must be >= 2, got {new_tokens}")
+    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 2:
+        raise ValueError(f"new_tokens must be an integer >= 2, got {new_tokens!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
     if prompt is None:
-        sentence = "A Kubernetes node runs pods, and each pod asks the scheduler for CPU. "
-        ids = (tokenizer.encode(sentence) * (prompt_tokens // 4 + 1))[:prompt_tokens]
-    else:
-        ids = tokenizer.encode(prompt)
-    input_ids = torch.tensor([ids], dtype=torch.long)
-    attention = torch.ones_like(input_ids)
-
-    def run(n: int) -> float:
-        t = time.perf_counter()
-        hf_model.generate(input_ids, attention_mask=attention, max_new_tokens=n,
-                          min_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_id)
-        return time.perf_counter() - t
-
-    rates = []
+        prompt = _bench_text(tokenizer.encode, prompt_tokens)
+    input_ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
     with num_threads(threads), torch.inference_mode():
         used = torch.get_num_threads()
-        run(new_tokens)
-        for _ in range(repeats):
-            t_n, t_1 = run(new_tokens), run(1)
-            rates.append((new_tokens - 1) / max(t_n - t_1, 1e-9))
-    return {"decode_tok_s": max(rates), "decode_tok_s_min": min(rates),
-            "decode_tok_s_median": statistics.median(rates), "tpot_ms": 1e3 / max(rates),
-            "threads": used, "new_tokens": new_tokens, "repeats": repeats}
+        _hf_step_times(hf_model, input_ids, new_tokens, tokenizer.pad_id)
+        medians = [statistics.median(_hf_step_times(hf_model, input_ids, new_tokens,
+                                                    tokenizer.pad_id))
+                   for _ in range(repeats)]
+    return {**_rate_summary(medians), "threads": used, "new_tokens": new_tokens,
+            "repeats": repeats, "prompt_tokens": int(input_ids.shape[1])}
 
 
 #: Exactly the keys ``python -m labkit bench decode --json`` prints.
@@ -1025,7 +1120,7 @@ def bench_decode_cli(argv: list[str]) -> int:
                         help="tokens generated per repetition (>= 2; default 32)")
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5,
-                        help="timed repetitions; the best is reported (default 5)")
+                        help="timed repetitions; the best median step is reported (default 5)")
     parser.add_argument("--threads", type=int, default=1,
                         help="PyTorch threads for the probe and the decode (default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -1043,8 +1138,15 @@ def bench_decode_cli(argv: list[str]) -> int:
         print(json.dumps({k: result[k] for k in BENCH_KEYS}))
         return 0
     print(f"{model!r}")
-    print(f"memory bandwidth (GEMV probe, {result['threads']} thread(s)): "
-          f"{result['bandwidth_GBps']:.1f} GB/s best, {result['bandwidth_GBps_median']:.1f} median")
+    print(f"memory bandwidth (GEMV probe over {result['probe_bytes'] / 2**20:.0f} MiB, "
+          f"{result['threads']} thread(s)): {result['bandwidth_GBps']:.1f} GB/s (the better "
+          f"probe's median call; fastest call {result['bandwidth_GBps_best']:.1f})")
+    if not result["probe_dram_bound"]:
+        print("note: the probe is smaller than 4 x the last-level cache; it may read the cache")
+    if result["weights_fit_llc"]:
+        print(f"note: the weights ({result['weight_bytes'] / 1e6:.0f} MB) are smaller than the "
+              f"last-level cache ({result['llc_bytes'] / 1e6:.0f} MB): part of each step may be "
+              f"read from the cache, and the % of roofline can exceed 100")
     print(f"weights read per decode step: {result['weight_bytes'] / 1e6:.1f} MB "
           f"-> roofline {result['roofline_tok_s']:.1f} tok/s at batch {result['batch_size']}")
     print(f"decode ({'KV cache on' if result['kv_cache'] else 'KV cache off'}, "

@@ -501,11 +501,118 @@ def test_bench_cli_rejects_bad_options(capsys):
 
 
 def test_gemv_bandwidth_probe():
+    from labkit import hardware
+
     bw = models.measure_gemv_bandwidth(size_mib=64, repeats=2, threads=1)
     assert bw["threads"] == 1 and bw["bytes"] == 64 * 2**20
+    # smoke check: the ordering is what can fail; the range only catches unit slips
     assert 0.5 < bw["worst_GBps"] <= bw["median_GBps"] <= bw["best_GBps"] < 1000
+    llc = hardware.last_level_cache_bytes()
+    assert bw["llc_bytes"] == llc
+    assert bw["dram_bound"] == (llc is None or 64 * 2**20 >= 4 * llc)
     with pytest.raises(ValueError, match="size_mib"):
         models.measure_gemv_bandwidth(size_mib=1)
+
+
+def test_gemv_probe_is_sized_from_the_last_level_cache(monkeypatch):
+    """Default size: at least 4 x the LLC the OS reports (a 480 MiB L3 gives 1920 MiB)."""
+    from labkit import hardware
+
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: 32 * 2**20)
+    assert hardware.probe_size_mib(512) == 512
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: 480 * 2**20)
+    assert hardware.probe_size_mib(512) == 1920
+    assert hardware.probe_size_mib(256, arrays=2) == 960
+    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: 16 * 2**20)
+    bw = models.measure_gemv_bandwidth(repeats=1, threads=1)
+    assert bw["bytes"] == 512 * 2**20 and bw["dram_bound"]
+
+
+def test_time_hf_generate_times_every_step_like_decode_benchmark(smol):
+    hf = models.load_smollm2_hf()
+    out = models.time_hf_generate(hf, smol.tokenizer, new_tokens=4, repeats=2, threads=1)
+    assert out["decode_tok_s_min"] <= out["decode_tok_s_median"] <= out["decode_tok_s"]
+    assert out["tpot_ms"] == pytest.approx(1e3 / out["decode_tok_s"])
+    assert out["prompt_tokens"] == len(smol.encode(models.bench_prompt(smol, 16)))
+    with pytest.raises(ValueError, match="new_tokens"):
+        models.time_hf_generate(hf, smol.tokenizer, new_tokens=1)
+    with pytest.raises(ValueError, match="repeats"):
+        models.time_hf_generate(hf, smol.tokenizer, repeats=0)
+
+    class Silent:       # a model whose generate() never reports a token: a broken clock
+        def generate(self, *args, **kwargs):
+            return None
+
+    with pytest.raises(RuntimeError, match="cannot time its steps"):
+        models.time_hf_generate(Silent(), smol.tokenizer, new_tokens=3, repeats=1)
+
+
+def test_decode_benchmark_same_statistic_on_both_sides(smol, monkeypatch):
+    """The roofline's bandwidth is the better probe's *median* call, as the decode rate is
+    the better run's median step; generate() is interleaved with the loop when asked."""
+    probes = iter([{"best_GBps": 9.0, "median_GBps": 6.0, "bytes": 1, "dram_bound": True},
+                   {"best_GBps": 8.0, "median_GBps": 7.0, "bytes": 1, "dram_bound": True}])
+    monkeypatch.setattr(models, "measure_gemv_bandwidth", lambda **kw: next(probes))
+    hf = models.load_smollm2_hf()
+    r = models.decode_benchmark(smol, new_tokens=3, repeats=2, threads=1, hf_model=hf)
+    assert r["bandwidth_GBps"] == 7.0 and r["bandwidth_GBps_best"] == 9.0
+    assert r["roofline_tok_s"] == pytest.approx(7e9 / r["weight_bytes"], rel=1e-3)
+    assert r["hf"]["repeats"] == 2 and r["hf"]["threads"] == 1
+    assert r["hf"]["decode_tok_s_min"] <= r["hf"]["decode_tok_s_median"] <= r["hf"]["decode_tok_s"]
+    assert r["weights_fit_llc"] == (r["llc_bytes"] is not None and r["weight_bytes"] < r["llc_bytes"])
+    with pytest.raises(ValueError, match="batch_size=1"):
+        models.decode_benchmark(smol, batch_size=2, hf_model=hf, bandwidth_GBps=1.0)
+
+
+def test_prepare_smollm2_moves_a_stale_copy_aside_and_checks_the_result(monkeypatch, tmp_path):
+    """force=True on an existing copy: the old folder is renamed away in one step, the new
+    one renamed in, and a result without the needed files raises instead of returning."""
+    import os
+
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    target = models.smollm2_dir()
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")          # a stale, incomplete copy
+
+    class FakeHF:
+        class config:
+            @staticmethod
+            def to_dict():
+                return {"tie_word_embeddings": True}
+
+        @staticmethod
+        def state_dict():
+            return {"w": torch.zeros(2)}
+
+    class FakeTok:
+        eos_token, pad_token = "<e>", "<p>"
+
+        @staticmethod
+        def save_pretrained(folder):
+            Path(folder, "tokenizer.json").write_text("{}")
+
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        staticmethod(lambda *a, **k: FakeHF()))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        staticmethod(lambda *a, **k: FakeTok()))
+    assert models.prepare_smollm2(force=True, verbose=False) == target
+    assert {p.name for p in target.iterdir()} >= {"config.json", "model.safetensors",
+                                                   "tokenizer.json", "labkit.json"}
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]   # nothing left aside
+
+    real_replace = os.replace
+
+    def lose_the_race(src, dst):
+        real_replace(src, dst)
+        if Path(dst) == target:             # another process deletes it right after
+            import shutil
+            shutil.rmtree(target)
+
+    monkeypatch.setattr(os, "replace", lose_the_race)
+    with pytest.raises(RuntimeError, match="lacks"):
+        models.prepare_smollm2(force=True, verbose=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -560,60 +667,3 @@ def test_crash_and_resume_is_exact(tmp_path):
     assert training.latest_checkpoint(tmp_path) is None
     with pytest.raises(ValueError, match="checkpoint_dir"):
         training.train(resumed, data, 9, checkpoint_every=2)
-
-
-# ------------------------------------------------------------------------------------------
-# labkit.check.inference (Lab 1)
-# ------------------------------------------------------------------------------------------
-def _timings(ttft=0.2, steps=(0.03, 0.03, 0.03), prompt=10, batch=1):
-    return GenerationTimings(batch_size=batch, prompt_tokens=prompt, new_tokens=len(steps) + 1,
-                             kv_cache=True, threads=1, ttft_s=ttft, step_s=tuple(steps),
-                             total_s=ttft + sum(steps))
-
-
-def test_lab_checks_accept_right_answers_and_explain_wrong_ones():
-    from labkit.check import LabCheckError
-    from labkit.check import inference as check
-
-    t = _timings()
-    assert "200 tokens" in check.check_answer_time(0.2 + 199 * 0.03, t)
-    with pytest.raises(LabCheckError, match="leaves out the time to first token"):
-        check.check_answer_time(200 * 0.03, t)
-    with pytest.raises(LabCheckError, match="milliseconds"):
-        check.check_answer_time((0.2 + 199 * 0.03) * 1e3, t)
-    check.check_prefill_ratio(t.prefill_tok_s / t.decode_tok_s, t)
-    with pytest.raises(LabCheckError, match="inverse"):
-        check.check_prefill_ratio(t.decode_tok_s / t.prefill_tok_s, t)
-    off = _timings(steps=(0.10, 0.12, 0.14, 0.16))
-    assert check.kv_slope_ms(off) == pytest.approx(20.0)
-    check.check_kv_slope(20.0, off, t)
-    with pytest.raises(LabCheckError, match="polyfit"):
-        check.check_kv_slope(0.02, off, t)
-    rows = [{"batch": 1, "step_ms": 30, "tok_s": 33}, {"batch": 8, "step_ms": 80, "tok_s": 100},
-            {"batch": 32, "step_ms": 200, "tok_s": 160}]
-    check.check_batch_choice(8, rows, 100)
-    with pytest.raises(LabCheckError, match="over the"):
-        check.check_batch_choice(32, rows, 100)
-    with pytest.raises(LabCheckError, match="gives more tokens/s"):
-        check.check_batch_choice(1, rows, 100)
-    result = {"batch_size": 1, "bandwidth_GBps": 20.0, "weight_bytes": 5e8, "decode_tok_s": 24.0}
-    check.check_roofline(40.0, result)
-    with pytest.raises(LabCheckError, match="10\\^9"):
-        check.check_roofline(40e-9, result)
-    with pytest.raises(LabCheckError, match="4x"):
-        check.check_roofline(10.0, result)
-
-
-def test_gpu_rooflines_use_the_catalog():
-    from labkit import catalog
-    from labkit.check import LabCheckError
-    from labkit.check import inference as check
-
-    bw, source = check.gpu_bandwidth_GBps("H100")
-    assert source == "cited" and bw == catalog.accelerator("H100")["memory_bandwidth_GBps"]
-    assert check.gpu_bandwidth_GBps("A10G")[1] == "third-party"   # no vendor figure published
-    answers = {g: check.gpu_roofline_tok_s(g, 15e9) for g in ("A10G", "L4", "H100")}
-    assert answers["H100"] == pytest.approx(bw * 1e9 / 15e9)
-    check.check_gpu_rooflines(answers, 15e9)
-    with pytest.raises(LabCheckError, match="L4"):
-        check.check_gpu_rooflines({**answers, "L4": 1.0}, 15e9)

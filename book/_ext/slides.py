@@ -215,8 +215,13 @@ def write_decks(root: Path, outdir: Path) -> list[Path]:
 
 
 def _build_finished(app, exception):
-    if exception is None and app.builder.format == "html":
-        write_decks(Path(app.srcdir), Path(app.outdir))
+    if exception is not None or app.builder.format != "html":
+        return
+    try:
+        import workshop  # noqa: F401  (book/instructors/, the instructor guide's module)
+    except ModuleNotFoundError:
+        return          # the student edition has no instructor guide, so no decks either
+    write_decks(Path(app.srcdir), Path(app.outdir))
 
 
 def setup(app):

@@ -37,7 +37,7 @@ def check_answer_time(seconds, timings, n_tokens: int = 200) -> str:
     """Task 1: how long a user waits for a whole answer of ``n_tokens`` tokens."""
     value = _number("answer_seconds", seconds)
     want = answer_time(timings, n_tokens)
-    if math.isclose(value, want, rel_tol=0.005):
+    if math.isclose(value, want, rel_tol=1e-3):
         return _ok(f"{value:.2f} s for {n_tokens} tokens, of which {timings.ttft_s:.2f} s before "
                    f"the first one: the user reads the answer as it streams.")
     if math.isclose(value, timings.ttft_s + n_tokens * timings.tpot_s, rel_tol=0.005):
@@ -85,12 +85,27 @@ def check_kv_slope(slope_ms_per_token, off_timings, on_timings) -> str:
     off (a straight-line fit of step time against position)."""
     value = _number("slope_ms_per_token", slope_ms_per_token)
     want = kv_slope_ms(off_timings)
+    flat = kv_slope_ms(on_timings)
     tolerance = max(0.15 * abs(want), 0.05)
+
+    def near(x: float) -> bool:
+        return abs(value - x) <= max(0.15 * abs(x), 1e-9)
+
+    if abs(value - want) > tolerance and near(want / 1e3):
+        raise LabCheckError(f"{value:.3g} looks like seconds per token: convert step_s to "
+                            f"milliseconds (x 1000) before fitting.")
+    if abs(value - want) > tolerance and abs(value - flat) <= max(0.15 * abs(flat), 0.02):
+        raise LabCheckError(f"{value:.3g} ms/token is the slope of the cache-*on* run; fit the "
+                            f"cache-off steps (cache_off.positions, cache_off.step_s).")
+    off_ms = [t * 1e3 for t in off_timings.step_s]
+    intercept = statistics.fmean(off_ms) - want * statistics.fmean(off_timings.positions)
+    if abs(value - want) > tolerance and near(intercept):
+        raise LabCheckError(f"{value:.3g} is the intercept of the line, not its slope: "
+                            f"numpy.polyfit(x, y, 1) returns [slope, intercept].")
     if abs(value - want) > tolerance:
         raise LabCheckError(f"slope = {value:.3g} ms/token, the least-squares fit of the "
                             f"cache-off steps gives {want:.3g}. Fit step_s (converted to ms) "
                             f"against positions, e.g. numpy.polyfit(x, y, 1)[0].")
-    flat = kv_slope_ms(on_timings)
     return _ok(f"without the cache each extra token of context adds {want:.2f} ms to every "
                f"step (with it: {flat:+.3f} ms): recomputing the prefix grows with its length.")
 
@@ -109,7 +124,9 @@ def check_batch_choice(batch, rows: Sequence[Mapping], max_latency_ms: float) ->
     gets a token at least every ``max_latency_ms``."""
     want = reference_batch(rows, max_latency_ms)
     by_batch = {r["batch"]: r for r in rows}
-    if batch not in by_batch:
+    if isinstance(batch, Mapping):
+        raise LabCheckError("that is a whole row; store its batch size, e.g. row['batch'].")
+    if isinstance(batch, bool) or not isinstance(batch, (int, float)) or batch not in by_batch:
         raise LabCheckError(f"{batch!r} is not one of the measured batch sizes "
                             f"{sorted(by_batch)}")
     row = by_batch[batch]
@@ -140,6 +157,13 @@ def check_roofline(roofline_tok_s, result: Mapping) -> str:
                                                                    rel_tol=0.02):
         raise LabCheckError("off by 4x: weight_bytes already counts 4 bytes per fp32 "
                             "parameter; divide bytes/s by it directly.")
+    if math.isclose(value, 1 / want, rel_tol=0.02):
+        raise LabCheckError(f"{value:.3g} is seconds per token (bytes / bandwidth), the "
+                            f"inverse: the roofline is bandwidth / bytes, in tokens per second.")
+    if math.isclose(value, want * 8, rel_tol=0.02) or math.isclose(value, want / 8,
+                                                                   rel_tol=0.02):
+        raise LabCheckError("off by 8x: both the bandwidth and weight_bytes are in bytes; "
+                            "do not convert to bits.")
     if not math.isclose(value, want, rel_tol=0.02):
         raise LabCheckError(f"roofline_tok_s = {value:.3g}, expected {want:.3g}: bandwidth "
                             f"(bytes/s) / bytes read per token.")
@@ -168,19 +192,46 @@ def gpu_roofline_tok_s(name: str, weight_bytes: float) -> float:
     return bandwidth * 1e9 / weight_bytes
 
 
-def check_gpu_rooflines(answers: Mapping[str, float], weight_bytes: float) -> str:
+def check_gpu_rooflines(answers: Mapping[str, float], weight_bytes: float,
+                        gpus: Sequence[str] | None = None) -> str:
     """Task 6: ``{accelerator: roofline tok/s}`` for a model whose decode reads
-    ``weight_bytes`` per token (batch 1)."""
+    ``weight_bytes`` per token (batch 1). ``gpus``, when given, are the names the answer
+    must cover, no more and no fewer."""
     if not isinstance(answers, Mapping) or not answers:
-        raise LabCheckError("answers should be a dict such as {'L4': 18.7, ...}")
+        raise LabCheckError("answers should be a dict such as {'L4': 20.0, ...}: one "
+                            "roofline in tokens/s per GPU name")
+    if gpus is not None and set(answers) != set(gpus):
+        missing, extra = sorted(set(gpus) - set(answers)), sorted(set(answers) - set(gpus))
+        raise LabCheckError(f"the dict should have one entry per GPU in {list(gpus)}"
+                            + (f"; missing {missing}" if missing else "")
+                            + (f"; not asked for {extra}" if extra else ""))
     lines = []
     for name, value in answers.items():
         number = _number(f"answers[{name!r}]", value)
-        want = gpu_roofline_tok_s(name, weight_bytes)
-        if not math.isclose(number, want, rel_tol=0.02):
+        try:
             bandwidth, source = gpu_bandwidth_GBps(name)
-            raise LabCheckError(f"{name}: {number:.3g} tok/s, expected {want:.3g}: "
-                                f"{bandwidth:g} GB/s ({source}) x 1e9 / {weight_bytes:.3g} "
-                                f"bytes per token.")
-        lines.append(f"{name} {want:.0f}")
+        except ValueError as err:
+            raise LabCheckError(f"{name!r}: {err}") from None
+        want = bandwidth * 1e9 / weight_bytes
+        if math.isclose(number, want, rel_tol=0.02):
+            lines.append(f"{name} {want:.0f}")
+            continue
+        if math.isclose(number, want / 1e9, rel_tol=0.02):
+            raise LabCheckError(f"{name}: off by 10^9: the bandwidth is in GB/s; multiply by "
+                                f"1e9 to get bytes/s before dividing by the bytes per token.")
+        if math.isclose(number, 1 / want, rel_tol=0.02):
+            raise LabCheckError(f"{name}: {number:.3g} is seconds per token, the inverse: "
+                                f"divide the bandwidth (bytes/s) by the bytes per token.")
+        for other in answers:
+            if other != name:
+                try:
+                    other_want = gpu_roofline_tok_s(other, weight_bytes)
+                except ValueError:
+                    continue
+                if math.isclose(number, other_want, rel_tol=0.02):
+                    raise LabCheckError(f"{name}: {number:.3g} tok/s is the {other}'s "
+                                        f"roofline; use the {name}'s own bandwidth.")
+        raise LabCheckError(f"{name}: {number:.3g} tok/s, expected {want:.3g}: "
+                            f"{bandwidth:g} GB/s ({source}) x 1e9 / {weight_bytes:.3g} "
+                            f"bytes per token.")
     return _ok("rooflines (tok/s, batch 1): " + ", ".join(lines) + ".")
