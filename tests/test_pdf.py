@@ -7,7 +7,8 @@ Proved here, where Chromium and pypdf are installed (otherwise skipped, with the
 * on the real book: the executed book of `make book` (``_build/html``) when it is there and
   up to date, else the strict build the other tests share (no plots): one bookmark per toc
   page, titled as the page and in toc order, at least one PDF page per toc page, and every
-  raster figure of a page (plots, PNG/JPEG) embedded in that chapter's PDF pages.
+  raster figure of a page (plots, PNG/JPEG) embedded in that chapter's PDF pages; the
+  reference card (book/reference.md), once in the toc, on one page.
 """
 
 from __future__ import annotations
@@ -151,3 +152,6 @@ def test_the_book_prints_in_toc_order_with_a_bookmark_per_page_and_its_figures(
         if got < want:
             missing[page] = f"{got} of {want} figures"
     assert missing == {}, f"{which}: figures not embedded"
+    if "book/reference.html" in pages:                   # the card is one printed page
+        k = pages.index("book/reference.html")
+        assert ends[k] - starts[k] == 1, f"the reference card prints on {ends[k] - starts[k]} pages"
