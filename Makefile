@@ -75,7 +75,7 @@ student: setup
 workspace: setup
 	$(BIN)/python scripts/make_student.py --workspace my-work
 
-# Printed with the Chromium the browser test uses (Debian's /usr/bin/chromium, or $$CHROMIUM).
+# Printed with the Chromium the browser test uses (Debian's /usr/bin/chromium, or $CHROMIUM).
 pdf: setup
 	@test -f _build/html/index.html || { echo "pdf: no _build/html: run make book first"; exit 1; }
 	$(BIN)/python scripts/make_pdf.py _build/html _build/pdf/book.pdf
