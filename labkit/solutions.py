@@ -15,6 +15,7 @@ instructor edition) at the time of the call, so it is the one the tests run.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -60,10 +61,20 @@ def _make_student(root: Path):
 
 
 def solutions(root: str | Path = ROOT) -> list[Solution]:
-    """Every solution with code in the course's notebooks, in book order of the folders."""
+    """Every solution with code in the course's notebooks, in book order of the folders.
+
+    Read again whenever a notebook changes (a solution is always the notebook's current one).
+    """
+    root = Path(root)
+    stamp = tuple((str(p), p.stat().st_mtime_ns) for folder in FOLDERS
+                  for p in sorted((root / folder).glob("*.ipynb")))
+    return list(_read_solutions(root, stamp))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_solutions(root: Path, stamp: tuple) -> tuple[Solution, ...]:
     import nbformat
 
-    root = Path(root)
     ms = _make_student(root)
     found = []
     for folder in FOLDERS:
@@ -72,7 +83,7 @@ def solutions(root: str | Path = ROOT) -> list[Solution]:
             _, stubs = ms.studentize(nbformat.read(path, as_version=4), rel)
             found += [Solution(rel, s.title, s.label, list(s.solution),
                                "\n".join(getattr(s, "prose", []))) for s in stubs]
-    return found
+    return tuple(found)
 
 
 def find(exercise: str, notebook: str | None = None, root: str | Path = ROOT) -> Solution:
