@@ -8,7 +8,8 @@ Chromium the browser test uses (Debian's ``/usr/bin/chromium``, or ``$CHROMIUM``
 Playwright's ``page.pdf()`` (never ``playwright install``). The site is served on 127.0.0.1 and
 every other host fails to resolve, as in the browser test: the PDF is made offline. Each page
 is printed as the browser prints it (the theme's print style: no sidebars), after MathJax has
-typeset and every image has loaded; the pages are then merged with pypdf into one file whose
+typeset, every image has loaded and the cell outputs folded on screen are opened (exercise
+solutions stay folded: the PDF has none); the pages are then merged with pypdf into one file whose
 outline has one bookmark per toc page (its title) with that page's own headings under it.
 """
 
@@ -36,15 +37,28 @@ CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable
 PRINT_CSS = """
 .bd-header, .bd-sidebar-primary, .bd-sidebar-secondary, .header-article, .prev-next-area,
 .bd-footer, .bd-footer-article, .bd-footer-content, .headerlink, #pst-back-to-top,
-.skip-link { display: none !important; }
+.skip-link, details.hide > summary { display: none !important; }
 .bd-main .bd-content .bd-article-container { max-width: 100% !important; }
 """
-#: Runs in the page before printing: every image loaded, MathJax done.
+#: Runs in the page before printing: the cell outputs folded on screen (myst-nb's
+#: ``hide-output``, e.g. the answer to a "guess first") opened, since paper cannot unfold them
+#: (exercise solutions stay folded); every image loaded; MathJax done.
 READY = r"""async () => {
+  document.querySelectorAll('details.hide').forEach(d => { d.open = true; });
   for (const img of document.images) { img.loading = 'eager'; }
   await Promise.all([...document.images].map(img => img.complete ? null : new Promise(done => {
     img.addEventListener('load', done); img.addEventListener('error', done); setTimeout(done, 10000); })));
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  // A loaded image may still be undecoded, and Chromium then prints a blank where it goes.
+  await Promise.all([...document.images].map(img => img.decode().catch(() => null)));
+  // Paint every part of the page once (scrolled into view), as Chromium may skip images it has
+  // not painted yet when it prints; then back to the top.
+  for (let y = 0; y < document.body.scrollHeight; y += window.innerHeight) {
+    window.scrollTo(0, y);
+    await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  }
+  window.scrollTo(0, 0);
+  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
   return [...document.images].filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src);
 }"""
 PYPDF_PIN = "pypdf==6.19.0"
