@@ -93,7 +93,8 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 @contextmanager
 def serve(folder: Path):
     """Serve ``folder`` on 127.0.0.1 (an ephemeral port); yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -154,8 +155,10 @@ def print_pages(html: Path, pages: list[str], folder: Path, chromium: str | None
                     if broken:
                         raise PdfError(f"{page}: images did not load: {', '.join(broken[:3])}")
                     out = folder / f"{number:03d}.pdf"
-                    tab.pdf(path=str(out), format="A4", scale=PRINT_SCALE, print_background=True, outline=True, tagged=True,
-                            margin={"top": "14mm", "bottom": "14mm", "left": "12mm", "right": "12mm"})
+                    tab.pdf(path=str(out), format="A4", scale=PRINT_SCALE, print_background=True,
+                            outline=True, tagged=True,      # tagged: Chromium's outline needs it
+                            margin={"top": "14mm", "bottom": "14mm", "left": "12mm",
+                                    "right": "12mm"})
                     printed.append(Printed(page, page_title(tab.title()), out,
                                            tab.evaluate(HEADINGS)))
                 finally:

@@ -424,7 +424,8 @@ def read_names(source: str) -> set[str]:
     tree = _parse(source)
     if tree is None:
         return set()
-    loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    loads = {n.id for n in ast.walk(tree)
+             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     return loads - bound_names(source)
 
 

@@ -81,12 +81,14 @@ def test_a_fixture_site_prints_with_bookmarks_sections_and_its_figure(tmp_path, 
     (site / "plot.png").write_bytes(PNG_1x1)
     long_text = "<p>" + "A paragraph of the chapter. " * 60 + "</p>"
     (site / "one.html").write_text(
-        "<html><head><meta charset=\"utf-8\"><title>First chapter — Book</title></head><body><main><article>"
+        '<html><head><meta charset="utf-8"><title>First chapter — Book</title></head>'
+        "<body><main><article>"
         "<h1>First chapter</h1><h2>Measure it</h2>" + long_text
         + '<img src="plot.png" alt="A plot" style="width:200px;height:120px">'
         + "<h2>Key takeaways</h2>" + long_text * 3 + "</article></main></body></html>")
     (site / "two.html").write_text(
-        "<html><head><meta charset=\"utf-8\"><title>Second chapter — Book</title></head><body><main><article>"
+        '<html><head><meta charset="utf-8"><title>Second chapter — Book</title></head>'
+        "<body><main><article>"
         "<h1>Second chapter</h1><p>Short.</p></article></main></body></html>")
     out = tmp_path / "book.pdf"
     count = mp.make_pdf(site, out, ["one.html", "two.html"], title="Book")

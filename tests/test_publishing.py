@@ -85,14 +85,16 @@ def test_notebook_pages_have_launch_download_repository_and_issue_buttons(html):
     assert launch.get("binderhub_url") == "https://mybinder.org"
     assert "colab_url" not in launch, "Colab has no labkit: no button until a bootstrap cell exists"
     hub = launch.get("jupyterhub_url")
-    assert hub is None or not re.search(r"\.example(/|$)|example\.com", hub), "a placeholder hub URL"
+    assert hub is None or not re.search(r"\.example(/|$)|example\.com", hub), \
+        "a placeholder hub URL"
     slug = urlparse(repository["url"]).path.strip("/")
     notebooks = [(e, p) for e, p in toc_pages() if p is not None and p.suffix == ".ipynb"]
     assert notebooks
     for entry, path in notebooks:
         text = (html / f"{entry}.html").read_text()
         nb_path = path.relative_to(ROOT).as_posix()
-        binder = (rf"https://mybinder\.org/v2/gh/{re.escape(slug)}/{re.escape(repository['branch'])}"
+        branch = re.escape(repository["branch"])
+        binder = (rf"https://mybinder\.org/v2/gh/{re.escape(slug)}/{branch}"
                   rf"\?urlpath=lab/tree/{re.escape(nb_path)}")
         for what, pattern in [("Binder", binder),
                               ("repository", r'href="https://github\.com/[^"/]+/[^"/]+"'),
@@ -100,7 +102,8 @@ def test_notebook_pages_have_launch_download_repository_and_issue_buttons(html):
             assert re.search(pattern, text), f"{entry}: no {what} button"
         assert "colab.research.google.com" not in text, f"{entry}: a Colab button"
         has_hub = re.search(r"/hub/user-redirect/git-pull\?repo=", text)
-        assert bool(has_hub) == bool(hub), f"{entry}: JupyterHub button {'missing' if hub else 'without a hub'}"
+        assert bool(has_hub) == bool(hub), \
+            f"{entry}: JupyterHub button {'missing' if hub else 'without a hub'}"
         download = re.search(r'href="([^"]*_sources/[^"]+\.ipynb)"', text)
         assert download, f"{entry}: no .ipynb download link"
         assert (html / f"{entry}.html").parent.joinpath(download.group(1)).resolve().is_file()

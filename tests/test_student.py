@@ -166,7 +166,8 @@ def run_stub(source, **filled):
 
 def test_a_stub_asks_for_the_names_the_task_text_names_and_no_helpers():
     nb = notebook(md("## Task 3: speed"), code("rows = [1, 4]"),
-                  md("**Your answer.** Store the ratio in `speedup` and the change in `change_pct`."),
+                  md("**Your answer.** Store the ratio in `speedup` and the change in "
+                     "`change_pct`."),
                   code("by = {i: r for i, r in enumerate(rows)}\n"
                        "speedup = by[1] / by[0]  # hint: the later row over the first\n"
                        "change_pct = 100 * (speedup - 1)", "solution"),
