@@ -17,7 +17,7 @@ BENCHES: dict[str, str] = {
     "decode": "labkit.models:bench_decode_cli",
     "quant": "labkit.quant:bench_quant_cli",
     "storage": "labkit.storage:bench_storage_cli",
-    "serve": "labkit.serve:bench_serve_cli",
+    "serve": "labkit.serving.bench:bench_serve_cli",
 }
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the course's inference server (try `serve --help`)")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
-        from labkit.serve import serve_cli
+        from labkit.serving.process import serve_cli
 
         return serve_cli(argv[1:])
     args = parser.parse_args(argv)

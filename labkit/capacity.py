@@ -232,6 +232,7 @@ class Option:
     device_memory_GB: float
     host_memory_ok: bool
     device_budget_GB: float = 0.0
+    runs_dtype: bool = True         #: False: the accelerator has no native support for the dtype
 
     @property
     def fits(self) -> bool:
@@ -267,8 +268,12 @@ def options(model_: str | Model, *, context: int, batch: int = 1, dtype: str = "
     A replica fits ``tp`` devices when ``total / tp`` is at most ``utilization`` of one device's
     memory (default 0.9, vLLM's ``--gpu-memory-utilization``), not all of it.
 
-    ``host_memory_ok`` says whether the node's RAM can hold one replica's weights while they
-    load (servers stage weights in host memory on their way to the device). Instance types are
+    An accelerator that does not run ``dtype`` natively (bf16 on a T4 or V100:
+    :func:`labkit.catalog.runs_natively`) does not fit, with ``runs_dtype`` False.
+
+    ``host_memory_ok`` says whether the node's RAM is at least one replica's weights. A server
+    that streams safetensors tensor by tensor does not need that (chapter 01 measures it); a
+    loader that unpickles a ``.bin`` checkpoint into host memory first does. Instance types are
     those of the catalog unless ``instances`` names others in it.
     """
     need = memory_breakdown(model_, context=context, batch=batch, dtype=dtype,
@@ -278,14 +283,15 @@ def options(model_: str | Model, *, context: int, batch: int = 1, dtype: str = "
     for name in instances or catalog.instances():
         inst = catalog.instance(name)
         acc, count = inst["accelerator"], int(inst["accelerator_count"])
-        tp = smallest_tensor_parallel(need, acc, count, heads, utilization)
+        native = catalog.runs_natively(acc, dtype)
+        tp = smallest_tensor_parallel(need, acc, count, heads, utilization) if native else None
         result.append(Option(
             instance=inst["name"], accelerator=acc, accelerator_count=count,
             tensor_parallel=tp, replicas_per_node=count // tp if tp else 0,
             need_per_device_GB=need.total / tp / 1e9 if tp else None,
             device_memory_GB=device_memory_bytes(acc) / 1e9,
             host_memory_ok=inst["memory_GiB"] * 2**30 >= need.weights,
-            device_budget_GB=device_budget_bytes(acc, utilization) / 1e9))
+            device_budget_GB=device_budget_bytes(acc, utilization) / 1e9, runs_dtype=native))
     return result
 
 
@@ -389,7 +395,9 @@ def plan(model_: str | Model, *, context: int, request_rate: float,
         replicas = replicas_needed(request_rate, rate, target_utilization)
         nodes = math.ceil(replicas / opt.replicas_per_node)
         price = on_demand_price(opt.instance)
-        notes = () if opt.host_memory_ok else ("node RAM smaller than the weights",)
+        notes = () if opt.host_memory_ok else (
+            "node RAM smaller than the weights: fine for a streamed safetensors load, "
+            "not for a loader that unpickles a .bin checkpoint",)
         plans.append(Plan(opt, float(rate), replicas, nodes, nodes * price["usd_per_hour"],
                           price["price_date"], float(request_rate), notes))
     return sorted(plans, key=lambda p: (p.usd_per_hour, p.nodes))

@@ -131,3 +131,23 @@ def gpu_memory_gb(name: str) -> float:
                          f"{', '.join(accelerators())}; instance types: "
                          f"{', '.join(instances())}") from None
     return float(accelerator(acc_name)["memory_GB"])
+
+
+#: Accelerators without bf16 Tensor Cores (Turing, Volta; see the catalog's notes).
+NO_BF16 = frozenset({"T4", "V100-16GB", "V100-32GB"})
+
+
+def runs_natively(accelerator_name: str, dtype: str) -> bool:
+    """Whether ``accelerator_name`` runs ``dtype`` natively: bf16 not on T4/V100; fp8 where a
+    dense or an unqualified fp8 figure is cited (the RTX PRO 6000's datasheet does not say dense
+    or sparse); fp32, fp16, int8 and int4 everywhere (as storage formats at least)."""
+    from labkit import memory
+
+    name = memory.normalize_dtype(dtype)
+    acc = accelerator(accelerator_name)
+    if name == "bf16":
+        return acc["name"] not in NO_BF16
+    if name == "fp8":
+        return (acc["fp8_dense_TFLOPS"] is not None
+                or "fp8" in (acc.get("published_unqualified_TFLOPS") or {}))
+    return True

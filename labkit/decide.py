@@ -87,22 +87,13 @@ def _memory_need(n_params: float, model, dtype: str, context: int, batch: int,
     return memory.weight_bytes(n_params, dtype) * 1.2               # chapter 01's 20 % rule
 
 
-#: Accelerators without bf16 Tensor Cores (Turing, Volta; see the catalog's notes).
-NO_BF16 = frozenset({"T4", "V100-16GB", "V100-32GB"})
+#: Accelerators without bf16 Tensor Cores (kept here for older imports; the rule is in catalog).
+NO_BF16 = catalog.NO_BF16
 
 
 def supports(accelerator: str, dtype: str) -> bool:
-    """Whether ``accelerator`` runs ``dtype`` natively (bf16 not on T4/V100; fp8 where a dense or
-    an unqualified fp8 figure is cited, as for the RTX PRO 6000, whose datasheet does not say
-    dense or sparse)."""
-    name = memory.normalize_dtype(dtype)
-    acc = catalog.accelerator(accelerator)
-    if name == "bf16":
-        return acc["name"] not in NO_BF16
-    if name == "fp8":
-        return (acc["fp8_dense_TFLOPS"] is not None
-                or "fp8" in (acc.get("published_unqualified_TFLOPS") or {}))
-    return True
+    """Whether ``accelerator`` runs ``dtype`` natively: :func:`labkit.catalog.runs_natively`."""
+    return catalog.runs_natively(accelerator, dtype)
 
 
 def candidates(kind: str, workload: str, dtype: str) -> list[str]:

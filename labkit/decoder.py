@@ -25,7 +25,7 @@ a prompt (prefill) is the same call with ``T`` tokens. Without a cache the whole
 recomputed, which is what "KV cache off" means in the course's measurements.
 
 For **continuous batching** (a server that lets requests join and leave the running batch at
-every step, see :mod:`labkit.serve`) the batch is a set of *slots*, each holding one sequence
+every step, see :mod:`labkit.serving.batching`) the batch is a set of *slots*, each holding one sequence
 at its own position: :class:`SlotCache` holds their keys and values,
 :meth:`Decoder.prefill_slot` puts a new prompt into a free slot, and
 :meth:`Decoder.decode_slots` runs one decode step for any set of slots at once.

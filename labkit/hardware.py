@@ -8,6 +8,8 @@ the hardware can do ("% of roofline").
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import platform
 import shutil
@@ -200,19 +202,29 @@ def measure_memory_bandwidth(size_mib: int | None = None, repeats: int = 5,
         raise ValueError(f"size_mib must be >= 16 so the copy does not fit in CPU caches, got {size_mib}")
     dev = device or pick_device()
     n = int(size_mib) * 2**20 // 4
-    before = torch.get_num_threads()
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         src = torch.ones(n, dtype=torch.float32, device=dev)
         dst = torch.empty_like(src)
         sync = torch.cuda.synchronize if dev == "cuda" else None
         timing = timeit(lambda: dst.copy_(src), repeats=repeats, warmup=1, sync=sync, name="copy")
+    return 2 * src.numel() * src.element_size() / timing.min_s / 1e9
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with PyTorch on ``threads`` threads (None: leave as is), then restore."""
+    import torch
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
     finally:
         torch.set_num_threads(before)
-    return 2 * src.numel() * src.element_size() / timing.min_s / 1e9
 
 
 def measure_matmul_flops(dtype: str = "fp32", n: int = 1024, repeats: int = 5,
@@ -244,15 +256,8 @@ def measure_matmul_flops(dtype: str = "fp32", n: int = 1024, repeats: int = 5,
         b = torch.randn(n, n, generator=gen).to(dev, torch_dtypes[name])
         op = lambda: a @ b  # noqa: E731
     sync = torch.cuda.synchronize if dev == "cuda" else None
-    before = torch.get_num_threads()
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         timing = timeit(op, repeats=repeats, warmup=1, sync=sync, name=f"matmul {name}")
-    finally:
-        torch.set_num_threads(before)
     return 2 * n**3 / timing.min_s / 1e9
 
 

@@ -13,6 +13,10 @@
   with fp32), :func:`activation_outliers` (where int8 activations hurt).
 - :func:`measure_precisions` and ``python -m labkit bench quant [--json]``
   (:func:`bench_quant_cli`): bytes, decode tokens/s (% of roofline) and quality per precision.
+- :func:`measure_onnx_precisions`: the same rows for a production CPU kernel, ONNX Runtime's
+  block-quantized ``MatMulNBits`` (:data:`ONNX_PRECISIONS`: ``ort-fp32``, ``ort-int8``,
+  ``ort-int4``), on the same model, same prompt, same text, same bandwidth probe.
+- :func:`llc_bytes`: the last-level cache, read from sysfs, to say when a copy fits in it.
 
 No function here uses the deprecated ``torch.ao.quantization`` or quantized tensors.
 """
@@ -82,10 +86,12 @@ def convert_state_dict(state_dict: dict, dtype: str) -> dict:
 #
 # Kernels. The weight-only layers dequantize *inside* the matrix product, so the int8 or int4
 # bytes are what streams from memory. They call the CPU kernels PyTorch itself ships for this
-# (``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm_for_cpu``, the ones torchao's
-# CPU weight-only layouts use) with bf16 activations, and the dynamic layer calls
-# ``torch._int_mm``. None of them uses the deprecated ``torch.ao.quantization`` or quantized
-# tensors. Each layer also has ``reference(x)``: the same maths written out (unpack,
+# (``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm_for_cpu``: private operators,
+# the ones torchao's version-1 CPU layouts called; torchao deprecated those version-1 configs
+# in 0.14, pytorch/ao#2948 and #3596, checked 2026-12-05) with bf16 activations, and the
+# dynamic layer calls ``torch._int_mm``. None of them uses the deprecated
+# ``torch.ao.quantization`` or quantized tensors. A production CPU kernel for comparison:
+# ONNX Runtime's ``MatMulNBits`` (:func:`measure_onnx_precisions`). Each layer also has ``reference(x)``: the same maths written out (unpack,
 # dequantize, multiply), slow but readable, and what the tests compare the kernels with.
 
 
@@ -527,6 +533,7 @@ def measure_precisions(model, precisions=PRECISIONS, *, new_tokens: int = 24, re
         sample = qm.generate(sample_prompt, sample_tokens, threads=threads).text
         rows.append({"precision": precision, "bytes": size["linear"],
                      "total_bytes": size["total"], "decode_tok_s": speed["decode_tok_s"],
+                     "decode_tok_s_min": speed["decode_tok_s_min"],
                      "pct_roofline": speed["pct_roofline"],
                      "roofline_tok_s": speed["roofline_tok_s"],
                      "perplexity": round(q["perplexity"], 4),
@@ -536,18 +543,138 @@ def measure_precisions(model, precisions=PRECISIONS, *, new_tokens: int = 24, re
     return rows
 
 
+#: ONNX Runtime rows of ``bench quant``: name -> MatMulNBits settings (None: plain fp32 MatMul).
+#: int8 is symmetric (no zero point), int4 asymmetric (a 4-bit zero point per block), both in
+#: blocks of 32 inputs with ``accuracy_level=4`` (int8 arithmetic on the activations).
+ONNX_PRECISIONS: dict[str, dict | None] = {
+    "ort-fp32": None,
+    "ort-int8": {"bits": 8, "block_size": 32, "symmetric": True, "accuracy_level": 4},
+    "ort-int4": {"bits": 4, "block_size": 32, "symmetric": False, "accuracy_level": 4},
+}
+
+
+def llc_bytes() -> int | None:
+    """Size of the largest CPU cache this process's first CPU sees (sysfs
+    ``/sys/devices/system/cpu/cpu*/cache/index*/size``), in bytes; None where there is no
+    sysfs (macOS, Windows). A weight copy smaller than this can be served from the cache, and
+    then a roofline built on a DRAM bandwidth probe does not bound it."""
+    import os
+
+    try:
+        cpu = min(os.sched_getaffinity(0))
+    except (AttributeError, ValueError):
+        cpu = 0
+    sizes = []
+    for entry in Path(f"/sys/devices/system/cpu/cpu{cpu}/cache").glob("index*/size"):
+        text = entry.read_text().strip().upper()
+        unit = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        try:
+            sizes.append(int(text.rstrip("KMG")) * unit)
+        except ValueError:
+            continue
+    return max(sizes) if sizes else None
+
+
+def measure_onnx_precisions(model, names=tuple(ONNX_PRECISIONS), *, new_tokens: int = 24,
+                            repeats: int = 3, max_tokens: int = 256, threads: int = 1,
+                            bandwidth_GBps: float, reference_logits: torch.Tensor | None = None,
+                            sample_prompt: str | None = None, sample_tokens: int = 16,
+                            prompt_tokens: int = 16) -> list[dict]:
+    """The rows of :func:`measure_precisions` for ONNX Runtime's CPU kernels, same model.
+
+    Writes the fp32 decoder with its KV cache as ONNX (:func:`labkit.backends.decoder_to_onnx`,
+    about 540 MB for SmolLM2) into a scratch folder, makes each quantized copy with ONNX
+    Runtime's ``MatMulNBitsQuantizer`` (:func:`labkit.backends.quantize_onnx_nbits`), and per
+    name in ``names`` (keys of :data:`ONNX_PRECISIONS`) measures: ``bytes`` (the constant
+    inputs of the matrix products: weights, scales, zero points), ``decode_tok_s`` (the same
+    statistic as :func:`labkit.models.decode_benchmark`: per repetition the median step after a
+    ``prompt_tokens``-token prompt, the best of ``repeats`` after one warm-up), ``pct_roofline``
+    against ``bandwidth_GBps`` (the probe the PyTorch rows use) and *this copy's* bytes,
+    ``perplexity`` and ``top1_agreement`` on the same held-out tokens, and a greedy ``sample``.
+    Each row also has ``decode_tok_s_all`` (every repetition: the spread). The scratch folder
+    is removed at the end.
+    """
+    import statistics
+    import time
+
+    from labkit import backends
+    from labkit.models import bench_prompt
+    from labkit.scratch import scratch_dir
+
+    unknown = [n for n in names if n not in ONNX_PRECISIONS]
+    if unknown:
+        raise ValueError(f"unknown ONNX rows {unknown}; use some of {', '.join(ONNX_PRECISIONS)}")
+    if reference_logits is None:
+        reference_logits = heldout_logits(model, max_tokens=max_tokens)[0]
+    text_ids = model.encode(heldout_text())[: min(max_tokens, model.context_length)]
+    targets = torch.tensor(text_ids[1:], dtype=torch.long)
+    prompt_ids = model.encode(bench_prompt(model, prompt_tokens))
+    if sample_prompt is None:
+        sample_prompt = (model.chat_prompt("What does a Kubernetes node do?")
+                         if model.chat_template else "A Kubernetes node")
+    fp32_bytes = 4 * model.streamed_params + 4 * model.config.vocab_size * model.config.d_model
+    rows = []
+    with scratch_dir(2 * fp32_bytes, prefix="labkit-onnx-") as folder:
+        start = time.perf_counter()
+        graph = backends.decoder_to_onnx(model.net)
+        fp32_path = folder / "fp32.onnx"
+        import onnx
+
+        onnx.save(graph, str(fp32_path))
+        del graph                              # 540 MB for SmolLM2: reload it per copy instead
+        export_s = time.perf_counter() - start
+        for name in names:
+            settings = ONNX_PRECISIONS[name]
+            start = time.perf_counter()
+            if settings is None:
+                path = fp32_path
+            else:
+                path = folder / f"{name}.onnx"
+                backends.quantize_onnx_nbits(fp32_path, path, **settings)
+            make_s = time.perf_counter() - start
+            weight_bytes = backends.matmul_weight_bytes(path)
+            dec = backends.OnnxDecoder(path, model.config, threads=threads)
+            logits = torch.from_numpy(dec.logits(text_ids)[:-1])
+            runs = []
+            for i in range(repeats + 1):
+                _, steps = dec.generate(prompt_ids, new_tokens)
+                if i:
+                    runs.append(1.0 / statistics.median(steps))
+            tok_s = max(runs)
+            roofline = bandwidth_GBps * 1e9 / weight_bytes
+            sample_ids, _ = dec.generate(model.encode(sample_prompt), sample_tokens)
+            rows.append({"precision": name, "bytes": weight_bytes,
+                         "total_bytes": path.stat().st_size, "decode_tok_s": round(tok_s, 2),
+                         "decode_tok_s_all": [round(r, 2) for r in runs],
+                         "pct_roofline": round(100.0 * tok_s / roofline, 1),
+                         "roofline_tok_s": round(roofline, 2),
+                         "perplexity": round(perplexity_from_logits(logits, targets), 4),
+                         "top1_agreement": round(top1_agreement(logits, reference_logits), 4),
+                         "sample": model.decode(sample_ids),
+                         "bandwidth_GBps": round(bandwidth_GBps, 2), "runtime": "onnxruntime",
+                         "settings": settings, "make_s": round(make_s + (export_s if settings
+                                                                          is None else 0), 1)})
+            del dec
+            if path != fp32_path:
+                path.unlink()
+    return rows
+
+
 def bench_quant_cli(argv: list[str]) -> int:
     """``python -m labkit bench quant``: bytes, decode speed and quality per precision.
 
     With ``--json`` prints one JSON object: one key per precision (``fp32``, ``bf16``, ...,
     the recommended int8 under ``int8``), each ``{"bytes", "decode_tok_s", "perplexity",
-    "top1_agreement", ...}``, plus ``meta`` (model, bandwidth, threads, tokens).
+    "top1_agreement", ...}``, then one key per ONNX Runtime row (``ort-fp32``, ``ort-int8``,
+    ``ort-int4``: :func:`measure_onnx_precisions`; leave them out with ``--no-onnx``), plus
+    ``meta`` (model, bandwidth, threads, tokens, versions, cores, last-level cache).
 
-    Every precision runs with the same ``--threads`` (default: all usable cores). The thread
-    count matters for the comparison: fp32 decoding streams its weights at the memory
-    bandwidth and barely speeds up with a second core, while the fused int8 kernel converts
-    every weight before multiplying and is bound by arithmetic, so it scales with cores (on
-    the course machine int8/fp32 was about 1.4x on 1 thread and 2.3x on 2).
+    Every row runs with the same ``--threads`` (default: all usable cores, as a server
+    would), against one GEMV bandwidth probe, and reports ``pct_roofline`` against its *own*
+    bytes. PyTorch's fused int8 kernel converts every weight to bf16 before multiplying, so
+    it is bound by arithmetic and gains more from cores than its bytes suggest; ONNX
+    Runtime's ``MatMulNBits`` multiplies int8 activations by the packed weights in integer
+    instructions and stays much closer to its bytes roofline.
     """
     parser = argparse.ArgumentParser(
         prog="python -m labkit bench quant",
@@ -559,10 +686,13 @@ def bench_quant_cli(argv: list[str]) -> int:
     parser.add_argument("--tokens", type=int, default=24, help="decode tokens per repetition")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (best kept)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="PyTorch threads for every precision (default: every core this "
-                             "process may use, as a server would; fp32 decoding is bound by "
-                             "memory bandwidth and barely gains from a second core, the int8 "
-                             "kernel is bound by arithmetic and does)")
+                        help="threads for every row, PyTorch and ONNX Runtime alike (default: "
+                             "every core this process may use, as a server would). How each "
+                             "kernel scales with cores depends on the machine: run it with 1 "
+                             "thread too")
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="leave out the ONNX Runtime rows (they export the model to a "
+                             "scratch folder: about 540 MB for SmolLM2, removed afterwards)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
@@ -582,11 +712,28 @@ def bench_quant_cli(argv: list[str]) -> int:
     model = load_model(args.model, "fp32")
     rows = measure_precisions(model, precisions, new_tokens=args.tokens, repeats=args.repeats,
                               threads=args.threads)
+    if not args.no_onnx:
+        rows += measure_onnx_precisions(model, new_tokens=args.tokens, repeats=args.repeats,
+                                        threads=args.threads,
+                                        bandwidth_GBps=rows[0]["bandwidth_GBps"])
     if args.json:
+        import os
+        import platform
+
+        from labkit.hardware import usable_cores
+
         out = {r["precision"]: {k: v for k, v in r.items() if k != "precision"} for r in rows}
-        out["meta"] = {"model": args.model, "threads": args.threads, "tokens": args.tokens,
-                       "repeats": args.repeats, "bandwidth_GBps": rows[0]["bandwidth_GBps"],
-                       "recommended_int8": RECOMMENDED_INT8, "torch": torch.__version__}
+        meta = {"model": args.model, "threads": args.threads, "tokens": args.tokens,
+                "repeats": args.repeats, "bandwidth_GBps": rows[0]["bandwidth_GBps"],
+                "recommended_int8": RECOMMENDED_INT8, "torch": torch.__version__,
+                "usable_cores": usable_cores(), "cpu_count": os.cpu_count(),
+                "llc_bytes": llc_bytes(), "machine": platform.machine(),
+                "command": "python -m labkit bench quant " + " ".join(argv)}
+        if not args.no_onnx:
+            import onnxruntime
+
+            meta["onnxruntime"] = onnxruntime.__version__
+        out["meta"] = meta
         print(json.dumps(out))
         return 0
     fp32 = rows[0]

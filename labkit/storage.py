@@ -48,7 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from labkit import scratch, storage_fio
-from labkit.storage_fio import FIO_INSTALL_HINT, fio_message, fio_path, fio_version
+from labkit.storage_fio import (FIO_INSTALL_HINT, ensure_fio, fio_message, fio_path,
+                                fio_required, fio_version)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -72,7 +73,8 @@ __all__ = [
     "supports_direct_io", "drop_file_cache", "cached_fraction", "make_file", "write_file",
     "read_file", "sweep_block_sizes", "random_reads", "make_small_files", "read_small_files",
     "read_big_file", "small_vs_big", "compare_seq_read", "compare_rand_read",
-    "machine_context", "fio_path", "fio_version", "fio_message", "fio_seq_read",
+    "machine_context", "fio_path", "fio_version", "fio_message", "fio_required",
+    "ensure_fio", "fio_seq_read",
     "fio_rand_read", "storage_figures", "storage_option", "storage_table", "storage_sources",
     "fleet_load_seconds", "bench_storage_cli",
     "bench_dataloader", "bench_checkpoint",
@@ -125,6 +127,15 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _positive_seconds(seconds: float, label: str = "") -> float:
+    """``seconds`` if it is a measurable time; ValueError otherwise (as ``bench.throughput``):
+    a rate over 0 s would be infinite and slip silently into medians and ratios."""
+    if not seconds > 0:
+        raise ValueError(f"{label or 'transfer'}: took no measurable time ({seconds} s); "
+                         f"give it more work per timing")
+    return seconds
+
+
 @dataclass
 class Throughput:
     """One timed transfer: ``nbytes`` moved in ``seconds``; ``MBps`` = 10**6 bytes/s."""
@@ -136,11 +147,11 @@ class Throughput:
 
     @property
     def MBps(self) -> float:
-        return self.nbytes / self.seconds / 1e6 if self.seconds > 0 else math.inf
+        return self.nbytes / _positive_seconds(self.seconds, self.label) / 1e6
 
     @property
     def ops_per_s(self) -> float:
-        return self.ops / self.seconds if self.seconds > 0 else math.inf
+        return self.ops / _positive_seconds(self.seconds, self.label)
 
     def __str__(self) -> str:
         return (f"{self.label or 'transfer'}: {self.nbytes / 1e6:.1f} MB in "
@@ -160,7 +171,7 @@ class RandomReadResult:
 
     @property
     def iops(self) -> float:
-        return self.ops / self.seconds if self.seconds > 0 else math.inf
+        return self.ops / _positive_seconds(self.seconds, "random reads")
 
     @property
     def MBps(self) -> float:
@@ -610,13 +621,11 @@ def random_reads(path: str | os.PathLike, *, ops: int = 4000, block_size: int = 
     else:
         blocks = [rng.randrange(nblocks) for _ in range(ops)]
     offsets = [b * block_size for b in blocks]
-    fd = os.open(path, flags)
-    if method == "buffered" and hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
     shares = [offsets[i::threads] for i in range(threads)]
     lats: list[list[int]] = [[] for _ in range(threads)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(threads + 1) if threads > 1 else None
+    fd = -1
 
     def worker(i: int) -> None:
         buf = None
@@ -641,6 +650,9 @@ def random_reads(path: str | os.PathLike, *, ops: int = 4000, block_size: int = 
                 buf.close()
 
     try:
+        fd = os.open(path, flags)  # inside the try: whatever fails next, the fd is closed
+        if method == "buffered" and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
         if threads == 1:
             t0 = time.perf_counter()
             worker(0)
@@ -659,7 +671,8 @@ def random_reads(path: str | os.PathLike, *, ops: int = 4000, block_size: int = 
                 t.join()
             seconds = time.perf_counter() - t0
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
     if errors:
         raise RuntimeError(f"random read failed: {errors[0]!r}") from errors[0]
     all_us = [ns / 1000.0 for lst in lats for ns in lst]
@@ -1086,7 +1099,10 @@ def storage_sources() -> list[list[str]]:
 
 def fleet_load_seconds(total_bytes: float, pods: int, option: str, *,
                        client_Gbps: float = 100.0, connections: int = 64,
-                       range_MB: float = 16.0, fsx_capacity_TiB: float = 48.0) -> dict:
+                       range_MB: float = 16.0, fsx_capacity_TiB: float = 48.0,
+                       fsx_cached: bool = False,
+                       ebs_MiBps: float | None = None,
+                       ebs_instance_Gbps: float | None = None) -> dict:
     """Derived: seconds until each of ``pods`` Pods has read ``total_bytes`` from ``option``.
 
     All Pods start together and read the same files (a model checkpoint). The rate of one Pod
@@ -1094,17 +1110,36 @@ def fleet_load_seconds(total_bytes: float, pods: int, option: str, *,
     per-volume cap; for S3-style stores ``connections`` x the cited per-connection rate) and
     its share of the option's aggregate limit (EFS per-file-system throughput; FSx for Lustre
     ``fsx_capacity_TiB`` x the cited MB/s per TiB; S3's GET rate per prefix x ``range_MB``).
-    EBS volumes are one per Pod (no sharing). Returns ``{"option", "name", "seconds",
-    "per_pod_MBps", "bound", "formula"}``. Raises ValueError for the instance store (data
-    must be copied there first) and for bad arguments.
+
+    FSx for Lustre is PERSISTENT-1000. By default every read is served from the file servers'
+    disks (disk baseline, 1,000 MB/s per TiB: the conservative case). With ``fsx_cached=True``
+    the Pods read the same checkpoint at once, so the file servers read it from disk once and
+    serve the other copies from their RAM cache: the shared limit becomes the network baseline
+    (2,600 MB/s per TiB), and the disks must still deliver one copy at 1,000 MB/s per TiB
+    (AWS: reads from the in-memory or SSD cache are limited by network throughput). ValueError
+    if the checkpoint is larger than the cited RAM cache (GiB per TiB x capacity).
+
+    EBS volumes are one per Pod (no sharing), already filled and initialised. Their
+    throughput is a choice: ``ebs_MiBps`` (gp3: 125 MiB/s by default in AWS, here
+    ``provisioned_MiBps`` = 1,000 unless given, at most the cited maximum; io2: its cited
+    maximum), and the instance's EBS bandwidth ``ebs_instance_Gbps`` caps it when given.
+    Returns ``{"option", "name", "seconds", "per_pod_MBps", "bound", "formula"}``. Raises
+    ValueError for the instance store (data must be copied there first) and for bad
+    arguments.
     """
     if total_bytes <= 0 or pods < 1 or client_Gbps <= 0 or connections < 1 or range_MB <= 0:
         raise ValueError("need total_bytes > 0, pods >= 1, client_Gbps > 0, connections >= 1 "
                          "and range_MB > 0")
+    if ebs_instance_Gbps is not None and ebs_instance_Gbps <= 0:
+        raise ValueError("ebs_instance_Gbps must be > 0 (or None)")
     opt = storage_option(option)
     if option == "instance_store":
         raise ValueError("the instance store is where a node keeps its own copy; fill it from "
                          "S3 or FSx first, then it reads at local NVMe speed")
+    if fsx_cached and option != "fsx_lustre":
+        raise ValueError(f"fsx_cached applies to fsx_lustre only, not {option!r}")
+    if ebs_MiBps is not None and option not in ("ebs_gp3", "ebs_io2"):
+        raise ValueError(f"ebs_MiBps applies to EBS options only, not {option!r}")
     client = client_Gbps * 1e9 / 8 / 1e6  # MB/s
     limits: dict[str, float] = {"client network": client}
     aggregate = None
@@ -1119,9 +1154,29 @@ def fleet_load_seconds(total_bytes: float, pods: int, option: str, *,
         limits["per-client limit"] = opt["per_client_MBps"]
         aggregate = ("file system throughput", opt["aggregate_MBps"])
     elif option == "fsx_lustre":
-        aggregate = ("file system throughput", fsx_capacity_TiB * opt["aggregate_MBps_per_TiB"])
+        disk = fsx_capacity_TiB * opt["aggregate_MBps_per_TiB"]
+        if fsx_cached:
+            tier = opt["per_unit_MBps_per_TiB"].index(opt["aggregate_MBps_per_TiB"])
+            cache_bytes = fsx_capacity_TiB * opt["cache_GiB_RAM_per_TiB"][tier] * 2**30
+            if total_bytes > cache_bytes:
+                raise ValueError(f"fsx_cached: {total_bytes / 1e9:.0f} GB does not fit the file "
+                                 f"servers' RAM cache ({cache_bytes / 1e9:.0f} GB at "
+                                 f"{fsx_capacity_TiB:g} TiB)")
+            limits["file system disks, one copy for all Pods"] = disk
+            aggregate = ("file system network (cached reads)",
+                         fsx_capacity_TiB * opt["network_baseline_MBps_per_TiB"][tier])
+        else:
+            aggregate = ("file system disk throughput", disk)
     elif option in ("ebs_gp3", "ebs_io2"):
-        limits["per-volume limit"] = opt["per_client_MBps"]
+        low = opt.get("baseline_MiBps", 0)
+        MiBps = ebs_MiBps if ebs_MiBps is not None else opt.get("provisioned_MiBps",
+                                                                 opt["max_MiBps"])
+        if not low <= MiBps <= opt["max_MiBps"]:
+            raise ValueError(f"{option}: ebs_MiBps must be within {low}-{opt['max_MiBps']} "
+                             f"MiB/s (cited), got {MiBps}")
+        limits[f"volume at {MiBps:,.0f} MiB/s"] = MiBps * MiB / 1e6
+        if ebs_instance_Gbps is not None:
+            limits["instance EBS bandwidth"] = ebs_instance_Gbps * 1e9 / 8 / 1e6
     else:  # a new option in the data file without a model here
         raise ValueError(f"no load model for {option!r}")
     bound, rate = min(limits.items(), key=lambda kv: kv[1])

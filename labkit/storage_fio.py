@@ -18,14 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: How to install fio, shown when it is missing.
-FIO_INSTALL_HINT = (
-    "fio is not installed, so the fio reference is skipped (the Python measurements still run). "
-    "Install it and rerun: `sudo apt-get install -y fio` (Debian/Ubuntu), "
-    "`sudo dnf install -y fio` (Amazon Linux, Fedora) or `brew install fio` (macOS)."
-)
+FIO_INSTALL = ("Install it and rerun: `sudo apt-get install -y fio` (Debian/Ubuntu), "
+               "`sudo dnf install -y fio` (Amazon Linux, Fedora) or `brew install fio` (macOS).")
+FIO_INSTALL_HINT = ("fio is not installed, so the fio reference is skipped (the Python "
+                    "measurements still run). " + FIO_INSTALL)
 
 #: Percentiles asked of fio for completion latency.
 FIO_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+#: Environment variable listing the optional tools that must be present (comma-separated,
+#: e.g. ``fio,chromium``); CI sets it so that a missing fio fails instead of skipping.
+REQUIRE_TOOLS_ENV = "LABKIT_REQUIRE_TOOLS"
+
+
+class FioMissingError(RuntimeError):
+    """fio is not installed although ``LABKIT_REQUIRE_TOOLS`` lists it."""
 
 
 def fio_path() -> str | None:
@@ -43,6 +50,27 @@ def fio_version() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def fio_required(environ: dict[str, str] | None = None) -> bool:
+    """True when ``LABKIT_REQUIRE_TOOLS`` (comma-separated, case-insensitive) lists ``fio``."""
+    value = (os.environ if environ is None else environ).get(REQUIRE_TOOLS_ENV, "")
+    return "fio" in {part.strip().lower() for part in value.split(",")}
+
+
+def ensure_fio(environ: dict[str, str] | None = None) -> bool:
+    """Whether the fio reference can run: True with fio on ``PATH``, False without it.
+
+    When fio is missing and ``LABKIT_REQUIRE_TOOLS`` lists it (as CI does), raise
+    :class:`FioMissingError` instead, so that a comparison with fio cannot pass unchecked.
+    """
+    if fio_path() is not None:
+        return True
+    if fio_required(environ):
+        listed = (os.environ if environ is None else environ).get(REQUIRE_TOOLS_ENV)
+        raise FioMissingError(f"fio is not on PATH, but {REQUIRE_TOOLS_ENV}={listed!r} requires "
+                              f"it, so the fio comparison cannot be skipped. {FIO_INSTALL}")
+    return False
 
 
 def fio_message() -> str:
@@ -76,27 +104,52 @@ def _escape(value: str) -> str:
     return value.replace(":", "\\:")
 
 
+def _safe(kind: str, text: object) -> str:
+    """``text`` as a string for one line of a job file; ValueError if it could start another.
+
+    A newline or carriage return would begin a new line (``exec_prerun=...`` runs a shell
+    command), an ``=`` in a name or value would be read as a second option, and brackets
+    in a section name would end it early.
+    """
+    text = str(text)
+    bad = [c for c in ("\n", "\r", "=", "\0") if c in text]
+    if kind == "section" and ("[" in text or "]" in text):
+        bad.append("[]")
+    if bad:
+        raise ValueError(f"fio job {kind} {text!r} contains {bad!r}; names and values must be "
+                         f"one line without '=' (a newline could inject fio options)")
+    return text
+
+
 def job_file_text(jobs: list[dict[str, object]], global_options: dict[str, object] | None = None
                   ) -> str:
     """Build the text of a fio job file: one ``[name]`` section per job, run one after another.
 
     Each job is a dict of fio options plus a ``"name"``. Jobs are separated by ``stonewall``
-    so they never overlap. Raises ValueError for a job without a name or a filename.
+    so they never overlap. Raises ValueError for a job without a name or a filename, and for
+    a name, option or value containing a newline, a carriage return or ``=`` (it could inject
+    options such as ``exec_prerun``, which fio runs as a shell command).
     """
     lines = ["[global]"]
     for key, value in (global_options or {}).items():
-        lines.append(f"{key}={value}")
+        key = _safe("option name", key)
+        lines.append(f"{key}={_safe('value', value)}" if value is not None else key)
     for job in jobs:
         job = dict(job)
         name = job.pop("name", None)
         if not name or "filename" not in job:
             raise ValueError(f"each fio job needs a 'name' and a 'filename'; got {job!r}")
-        lines.append(f"[{name}]")
+        lines.append(f"[{_safe('section', name)}]")
         lines.append("stonewall")
         for key, value in job.items():
+            key = _safe("option name", key)
+            if value is None:
+                lines.append(key)
+                continue
+            value = _safe("value", value)
             if key == "filename":
-                value = _escape(str(value))
-            lines.append(f"{key}={value}" if value is not None else str(key))
+                value = _escape(value)
+            lines.append(f"{key}={value}")
     return "\n".join(lines) + "\n"
 
 

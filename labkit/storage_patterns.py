@@ -66,11 +66,15 @@ class _Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         if rng:
             m = _RANGE.match(rng.strip())
-            if not m or int(m.group(1)) >= size:
-                self.send_error(416, "bad range")
+            first = int(m.group(1)) if m else size
+            last = int(m.group(2)) if m and m.group(2) else size - 1
+            if not m or first >= size or last < first:  # RFC 9110: unsatisfiable -> 416
+                self.send_response(416, "Range Not Satisfiable")
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
-            start = int(m.group(1))
-            end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+            start, end = first, min(last, size - 1)
             status = 206
         srv._count()
         time.sleep(srv.first_byte_ms / 1000.0)  # the injected first-byte latency
@@ -237,20 +241,32 @@ def throttled_copy(src: str | os.PathLike, dst: str | os.PathLike, MBps: float) 
 class BackgroundUploader:
     """Uploads files on a background thread (with :func:`throttled_copy`), so training goes on.
 
-    ``submit(path)`` queues a file and returns at once; ``wait()`` blocks until the queue is
-    empty and returns the uploads so far. Leaving the ``with`` block waits for pending uploads
-    on success and cancels them on an error or Ctrl-C; either way the thread is joined.
+    ``submit(path)`` queues a file and returns at once, unless ``max_pending`` uploads are
+    already queued or running: then it waits for the oldest to finish (back-pressure, as
+    ``torch.distributed.checkpoint.async_save`` users wait on the previous save's future)
+    and adds that wait to ``waited_seconds``. Without that limit, checkpoints written faster
+    than they upload pile up on the local disk without bound. ``wait()`` blocks until the
+    queue is empty and returns the uploads so far. Leaving the ``with`` block waits for
+    pending uploads on success and cancels them on an error or Ctrl-C; either way the thread
+    is joined.
     """
 
-    def __init__(self, dest: str | os.PathLike, MBps: float):
+    def __init__(self, dest: str | os.PathLike, MBps: float, *, max_pending: int | None = 1):
         if MBps <= 0:
             raise ValueError("MBps must be > 0")
+        if max_pending is not None and max_pending < 1:
+            raise ValueError("max_pending must be >= 1 (or None for no limit)")
         self.dest = Path(dest)
         self.MBps = MBps
+        self.max_pending = max_pending
         self.uploads: list[Throughput] = []
         self.errors: list[BaseException] = []
+        self.waited_seconds = 0.0
+        self.most_pending = 0
         self._q: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._pending = 0
+        self._cond = threading.Condition()
 
     def _run(self) -> None:
         while True:
@@ -263,6 +279,10 @@ class BackgroundUploader:
             except BaseException as err:  # reported by wait()
                 self.errors.append(err)
             finally:
+                if path is not None:
+                    with self._cond:
+                        self._pending -= 1
+                        self._cond.notify_all()
                 self._q.task_done()
 
     def __enter__(self) -> "BackgroundUploader":
@@ -271,11 +291,26 @@ class BackgroundUploader:
         self._thread.start()
         return self
 
-    def submit(self, path: str | os.PathLike) -> None:
-        """Queue ``path`` for upload; returns immediately."""
+    @property
+    def pending(self) -> int:
+        """Uploads queued or running now."""
+        return self._pending
+
+    def submit(self, path: str | os.PathLike) -> float:
+        """Queue ``path`` for upload; returns the seconds it waited for room (0.0 when an
+        upload slot was free)."""
         if self._thread is None:
             raise RuntimeError("use BackgroundUploader in a `with` block")
+        t0 = time.perf_counter()
+        with self._cond:
+            while self.max_pending is not None and self._pending >= self.max_pending:
+                self._cond.wait()
+            waited = time.perf_counter() - t0
+            self._pending += 1
+            self.most_pending = max(self.most_pending, self._pending)
+        self.waited_seconds += waited
         self._q.put(Path(path))
+        return waited
 
     def wait(self) -> list[Throughput]:
         """Block until every queued upload is done; raise RuntimeError if one failed."""
@@ -290,6 +325,9 @@ class BackgroundUploader:
                 while True:
                     self._q.get_nowait()
                     self._q.task_done()
+                    with self._cond:
+                        self._pending -= 1
+                        self._cond.notify_all()
             except queue.Empty:
                 pass
         self._q.put(None)
@@ -305,26 +343,43 @@ def simulate_training(save: Callable[[int], Path], *, steps: int = 12, step_s: f
     with ``save(step) -> path`` every ``every`` steps, then the upload.
 
     With ``upload`` the step waits for it (synchronous); with ``uploader`` the file is handed
-    over and the loop continues (asynchronous); with neither, only the local save. Returns
-    ``{"step_seconds": [...], "stall_seconds": total time beyond steps x step_s,
-    "total_seconds": ...}``.
+    over and the loop continues (asynchronous), unless the uploader is full, in which case
+    the step waits for room (back-pressure); with neither, only the local save.
+
+    Returns a dict of seconds: ``step_seconds`` (each step), ``save_seconds`` (the local
+    saves), ``upload_wait_seconds`` (steps blocked on an upload: the whole upload inline, the
+    back-pressure wait in the background), ``stall_seconds`` (all time the steps spent
+    beyond ``steps x step_s``: saves plus upload waits), ``drain_seconds`` (after the last
+    step, waiting for the uploads still in flight: the job cannot end, nor count its last
+    checkpoint as safe, before they finish; 0 without an uploader) and ``total_seconds``
+    (the run, drain included).
     """
     if steps < 1 or every < 1 or step_s < 0:
         raise ValueError("need steps >= 1, every >= 1 and step_s >= 0")
     if upload is not None and uploader is not None:
         raise ValueError("pass upload (synchronous) or uploader (background), not both")
-    times = []
+    times, saves, waits = [], [], []
     t_start = time.perf_counter()
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
         time.sleep(step_s)
         if step % every == 0:
+            t_save = time.perf_counter()
             path = save(step)
+            t_up = time.perf_counter()
+            saves.append(t_up - t_save)
             if upload is not None:
                 upload(path)
+                waits.append(time.perf_counter() - t_up)
             elif uploader is not None:
-                uploader.submit(path)
+                waits.append(uploader.submit(path))
         times.append(time.perf_counter() - t0)
-    total = time.perf_counter() - t_start
-    return {"step_seconds": times, "stall_seconds": max(0.0, sum(times) - steps * step_s),
-            "total_seconds": total}
+    t_loop = time.perf_counter()
+    if uploader is not None:
+        uploader.wait()
+    t_end = time.perf_counter()
+    return {"step_seconds": times, "save_seconds": sum(saves),
+            "upload_wait_seconds": sum(waits),
+            "stall_seconds": max(0.0, sum(times) - steps * step_s),
+            "drain_seconds": t_end - t_loop if uploader is not None else 0.0,
+            "total_seconds": t_end - t_start}

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from labkit.storage import KiB, Stats, Throughput, _fsync_path, _syncfs, drop_file_cache
 
-__all__ = ["SampleSet", "write_samples", "SampleDataset", "bench_dataloader",
+__all__ = ["SampleSet", "write_samples", "SampleDataset", "bench_dataloader", "steady_rate",
            "state_dict_bytes", "save_checkpoint", "load_checkpoint", "bench_checkpoint"]
 
 LAYOUTS = ("files", "packed", "tar")
@@ -116,9 +116,11 @@ def write_samples(folder: str | os.PathLike, n_samples: int, sample_bytes: int =
 
 
 def _spin(us: float) -> None:
+    """Burn ``us`` microseconds of this thread's CPU time (not wall time: a worker that
+    waits for a core must not count the wait as work done)."""
     if us > 0:
-        end = time.perf_counter() + us / 1e6
-        while time.perf_counter() < end:
+        end = time.thread_time() + us / 1e6
+        while time.thread_time() < end:
             pass
 
 
@@ -185,22 +187,38 @@ class SampleDataset(Dataset):
             pass
 
 
-def _epoch(loader: DataLoader) -> tuple[float, float, int]:
-    """Iterate ``loader`` once: (seconds to first batch, seconds in all, samples)."""
+def _epoch(loader: DataLoader) -> tuple[float, float, int, list[tuple[float, int]]]:
+    """Iterate ``loader`` once: (seconds to first batch, seconds in all, samples, and the
+    arrival time and running sample count of every batch)."""
     t0 = time.perf_counter()
     it = iter(loader)
-    first = None
+    arrivals: list[tuple[float, int]] = []
     n = 0
     try:
         for batch in it:
-            if first is None:
-                first = time.perf_counter() - t0
             n += len(batch)
+            arrivals.append((time.perf_counter() - t0, n))
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
-    return first or 0.0, time.perf_counter() - t0, n
+    first = arrivals[0][0] if arrivals else 0.0
+    return first, time.perf_counter() - t0, n, arrivals
+
+
+def steady_rate(arrivals: Sequence[tuple[float, int]], skip_batches: int) -> float | None:
+    """Samples/s between the arrival of batch ``skip_batches`` and the last one, or ``None``
+    when fewer than ``skip_batches + 1`` batches arrived.
+
+    With ``w`` workers, skipping the first ``max(w, 1)`` batches leaves out start-up and the
+    first round, in which all workers deliver at about the same time: counting from the first
+    batch alone would credit that whole round to almost no time and overstate the rate.
+    """
+    k = max(1, skip_batches)
+    if len(arrivals) <= k:
+        return None
+    (t_k, n_k), (t_end, n_end) = arrivals[k - 1], arrivals[-1]
+    return (n_end - n_k) / (t_end - t_k) if t_end > t_k else None
 
 
 def bench_dataloader(folder: str | os.PathLike, *, n_samples: int = 2048,
@@ -214,11 +232,14 @@ def bench_dataloader(folder: str | os.PathLike, *, n_samples: int = 2048,
     Writes each layout once into ``folder`` (a scratch folder), then for every combination
     runs ``repeats`` epochs. ``cache="cold"`` drops the samples' pages from the page cache
     before each epoch. ``work_us`` (CPU per sample) and ``latency_us`` (simulated remote
-    latency per sample) are passed to :class:`SampleDataset`. Times include starting the
-    worker processes (the wait for the first batch is reported as ``first_batch_s``, and the rate
-    after it, start-up excluded, as ``steady_samples_per_s``).
-    Returns rows ``{"layout", "num_workers", "samples_per_s": Stats, "MBps": Stats,
-    "first_batch_s": Stats}``.
+    latency per sample) are passed to :class:`SampleDataset`. ``samples_per_s`` and ``MBps``
+    cover the whole epoch, starting the worker processes included (the wait for the first
+    batch is ``first_batch_s``); ``steady_samples_per_s`` is the rate once every worker has
+    delivered its first batch (:func:`steady_rate`), so start-up is excluded; it needs more
+    than ``max(w, 1)`` batches per epoch (ValueError otherwise).
+    Returns rows ``{"layout", "num_workers", "cache", "work_us", "latency_us",
+    "samples_per_s": Stats, "MBps": Stats, "first_batch_s": Stats,
+    "steady_samples_per_s": Stats}``.
     """
     if cache not in ("cold", "warm"):
         raise ValueError(f"cache must be 'cold' or 'warm', got {cache!r}")
@@ -254,7 +275,7 @@ def _bench_layout(folder: Path, layout: str, n_samples: int, sample_bytes: int,
             loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=w,
                                 generator=g)
             try:
-                t_first, seconds, n = _epoch(loader)
+                t_first, seconds, n, arrivals = _epoch(loader)
             finally:
                 ds.close()
             if n != n_samples:
@@ -262,9 +283,13 @@ def _bench_layout(folder: Path, layout: str, n_samples: int, sample_bytes: int,
             sps.append(n / seconds)
             mbps.append(n * sample_bytes / seconds / 1e6)
             first.append(t_first)
-            # after the first batch: the rate once workers are up (start-up excluded)
-            rest_s = seconds - t_first
-            steady.append((n - batch_size) / rest_s if n > batch_size and rest_s > 0 else n / seconds)
+            # once every worker has delivered its first batch (start-up excluded)
+            rate = steady_rate(arrivals, w)
+            if rate is None:
+                raise ValueError(f"{n_samples} samples in batches of {batch_size} give "
+                                 f"{len(arrivals)} batches; the steady rate with {w} workers "
+                                 f"needs more than {max(w, 1)}: use more samples")
+            steady.append(rate)
         rows.append({"layout": layout, "num_workers": w, "cache": cache,
                      "work_us": work_us, "latency_us": latency_us,
                      "samples_per_s": Stats(sps, "samples/s"), "MBps": Stats(mbps, "MB/s"),

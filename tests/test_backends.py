@@ -98,3 +98,48 @@ def test_int8_copy_is_smaller_and_close(tiny_export, tmp_path):
     assert 0 < backends.max_abs_diff(fp32, int8) < 0.2 * np.abs(fp32).max()
     with pytest.raises(FileNotFoundError):
         backends.quantize_onnx_int8(tmp_path / "none.onnx", tmp_path / "x.onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder_onnx(tmp_path_factory):
+    tiny = models.load_tiny_gpt()
+    folder = tmp_path_factory.mktemp("decoder")
+    import onnx
+
+    graph = backends.decoder_to_onnx(tiny.net)
+    onnx.save(graph, str(folder / "fp32.onnx"))
+    return tiny, graph, folder
+
+
+def test_decoder_graph_matches_pytorch_with_and_without_the_cache(tiny_decoder_onnx):
+    tiny, _, folder = tiny_decoder_onnx
+    ids = tiny.encode("A Kubernetes node runs pods and")
+    dec = backends.OnnxDecoder(folder / "fp32.onnx", tiny.config, threads=1)
+    with torch.inference_mode():
+        want = tiny.net(torch.tensor([ids]))[0]
+    assert backends.max_abs_diff(dec.logits(ids), want) < 1e-3
+    # greedy decoding through the KV cache picks the tokens PyTorch picks
+    tokens, steps = dec.generate(ids, 6)
+    assert len(tokens) == 6 and len(steps) == 5 and all(s > 0 for s in steps)
+    with torch.inference_mode():
+        seq = list(ids)
+        for _ in range(6):
+            seq.append(int(tiny.net(torch.tensor([seq]))[0, -1].argmax()))
+    assert tokens == seq[len(ids):]
+
+
+def test_matmul_nbits_copies_and_their_bytes(tiny_decoder_onnx):
+    tiny, graph, folder = tiny_decoder_onnx
+    fp32 = backends.matmul_weight_bytes(graph)
+    assert fp32 == 4 * tiny.streamed_params               # every projection and the head
+    for bits, low, high in ((8, 0.25, 0.3), (4, 0.125, 1 / 6)):
+        path = folder / f"int{bits}.onnx"
+        size = backends.quantize_onnx_nbits(graph, path, bits=bits, symmetric=bits == 8)
+        assert size == path.stat().st_size
+        assert low < backends.matmul_weight_bytes(path) / fp32 < high
+        logits = backends.OnnxDecoder(path, tiny.config).logits(tiny.encode("A node"))
+        assert np.isfinite(logits).all()
+    with pytest.raises(ValueError, match="bits must be 4 or 8"):
+        backends.quantize_onnx_nbits(graph, folder / "x.onnx", bits=3)
+    with pytest.raises(FileNotFoundError):
+        backends.OnnxDecoder(folder / "none.onnx", tiny.config)

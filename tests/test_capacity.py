@@ -207,3 +207,10 @@ def test_nodepool_schema_accepts_the_v1_api_and_rejects_typos():
     old_api = {**NODEPOOL, "apiVersion": "karpenter.sh/v1beta1"}
     with pytest.raises(ValueError, match="karpenter.sh/v1"):
         k8s.validate_manifest(old_api)
+
+
+def test_an_accelerator_without_native_bf16_does_not_fit_bf16():
+    bf16 = {o.instance: o for o in capacity.options("llama-3-8b", context=8192, batch=8)}
+    assert not bf16["p3dn.24xlarge"].fits and not bf16["p3dn.24xlarge"].runs_dtype   # V100: no bf16
+    fp16 = {o.instance: o for o in capacity.options("llama-3-8b", context=8192, batch=8, dtype="fp16")}
+    assert fp16["p3dn.24xlarge"].fits and fp16["p3dn.24xlarge"].runs_dtype

@@ -6,7 +6,7 @@ import pytest
 
 from labkit.check import LabCheckError, Passed
 from labkit.check import serving as check
-from labkit.loadgen import LoadResult
+from labkit.serving.loadgen import LoadResult
 
 
 def rejects(hint, fn, *args, **kwargs):
@@ -27,7 +27,7 @@ def test_tokens_per_s():
     rejects("total_tokens", check.check_tokens_per_s, 360.0, USAGE, 0.1)
     rejects("prompt_tokens", check.check_tokens_per_s, 40.0, USAGE, 0.1)
     rejects(r"2\.00x the expected", check.check_tokens_per_s, 640.0, USAGE, 0.1)
-    rejects("should be a number", check.check_tokens_per_s, ..., USAGE, 0.1)
+    rejects("replace it with your answer", check.check_tokens_per_s, ..., USAGE, 0.1)
     rejects("finite", check.check_tokens_per_s, float("nan"), USAGE, 0.1)
 
 
@@ -55,7 +55,7 @@ def test_speedup():
     rejects("ratio at 4 clients", check.check_speedup, 2.0, off, on, RUNS)
     rejects("ratio at 1 clients", check.check_speedup, 1.25, off, on, RUNS)
     rejects(r"2\.00x the expected", check.check_speedup, 8.0, off, on, RUNS)
-    rejects("should be a number", check.check_speedup, ..., off, on)
+    rejects("replace it with your answer", check.check_speedup, ..., off, on)
 
 
 # -- Task 3 ------------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def test_mean_batch():
     rejects("one of the two counters", check.check_mean_batch, 96, TEXT)
     rejects("metrics_on", check.check_mean_batch, 1.0, TEXT)           # the unbatched server
     rejects(r"2\.00x the expected", check.check_mean_batch, 8.0, TEXT)
-    rejects("should be a number", check.check_mean_batch, ..., TEXT)
+    rejects("replace it with your answer", check.check_mean_batch, ..., TEXT)
     rejects("no batch yet", check.check_mean_batch, 1.0, "labkit_batch_size_count 0.0\n")
 
 
@@ -98,7 +98,7 @@ def test_refused_share():
     rejects("successful requests only", check.check_refused_share, 2 / 6, OVER)
     rejects("share answered 200", check.check_refused_share, 0.75, OVER)
     rejects(r"refused_share = 0\.5, expected 0\.25", check.check_refused_share, 0.5, OVER)
-    rejects("should be a number", check.check_refused_share, ..., OVER)
+    rejects("replace it with your answer", check.check_refused_share, ..., OVER)
     rejects("no requests", check.check_refused_share, 0.0, LoadResult("open", 1, 1.0))
     none = LoadResult("open", 100, 3.0, statuses=[200] * 8)
     assert "0%" in check.check_refused_share(0.0, none)                # no 429 is an answer too
@@ -151,3 +151,50 @@ def test_knob_map():
     rejects("fill in the name", check.check_knob_map, {"max_queue_delay_ms (Triton)":
                                                         "max_queue_delay_microseconds"})
     assert check.TRITON_VLLM_KNOBS["max_batch_size"] == ("max_batch_size", "max_num_seqs")
+
+
+# -- Task 8: goodput under a flood, from /metrics ----------------------------------------------
+def metrics_text(success_length, success_stop, ok, refused, tokens, running=0):
+    m = 'model_name="tiny-gpt",engine="0"'
+    return ("# TYPE vllm:request_success_total counter\n"
+            f'vllm:request_success_total{{{m},finished_reason="length"}} {success_length}\n'
+            f'vllm:request_success_total{{{m},finished_reason="stop"}} {success_stop}\n'
+            "# TYPE vllm:generation_tokens_total counter\n"
+            f"vllm:generation_tokens_total{{{m}}} {tokens}\n"
+            "# TYPE vllm:num_requests_running gauge\n"
+            f"vllm:num_requests_running{{{m}}} {running}\n"
+            "# TYPE labkit_requests_total counter\n"
+            f'labkit_requests_total{{status="200"}} {ok}\n'
+            f'labkit_requests_total{{status="429"}} {refused}\n')
+
+
+BEFORE = metrics_text(100, 20, 120, 0, 3000)
+AFTER = metrics_text(180, 40, 220, 4000, 6000, running=16)     # +100 ok, +4000 refused
+
+
+def test_metric_sum_adds_every_label_value():
+    assert check.metric_sum(AFTER, "vllm:request_success_total") == 220
+    assert check.metric_sum(AFTER, "vllm:request_success_total",
+                            {"finished_reason": "stop"}) == 40
+    assert check.metric_sum(AFTER, "vllm:missing") == 0
+
+
+def test_flood_goodput():
+    ok = check.check_flood_goodput(20.0, BEFORE, AFTER, 5.0)           # 100 / 5 s
+    assert isinstance(ok, Passed) and "20.0 successful requests per second" in ok
+    rejects("seconds per request", check.check_flood_goodput, 0.05, BEFORE, AFTER, 5.0)
+    rejects("milliseconds", check.check_flood_goodput, 0.02, BEFORE, AFTER, 5.0)
+    rejects("subtract the value before", check.check_flood_goodput, 44.0, BEFORE, AFTER, 5.0)
+    rejects("429s included", check.check_flood_goodput, 820.0, BEFORE, AFTER, 5.0)
+    rejects("rate of refusals", check.check_flood_goodput, 800.0, BEFORE, AFTER, 5.0)
+    rejects("tokens per second", check.check_flood_goodput, 600.0, BEFORE, AFTER, 5.0)
+    rejects('finished_reason="length" only', check.check_flood_goodput, 16.0, BEFORE, AFTER,
+            5.0)
+    rejects("is a gauge", check.check_flood_goodput, 16.0 / 5.0, BEFORE, AFTER, 5.0)
+    rejects(r"2\.00x the expected", check.check_flood_goodput, 40.0, BEFORE, AFTER, 5.0)
+    rejects("replace it with your answer", check.check_flood_goodput, ..., BEFORE, AFTER, 5.0)
+    rejects("no request succeeded", check.check_flood_goodput, 1.0, AFTER, AFTER, 5.0)
+    single = (metrics_text(0, 0, 0, 0, 0), metrics_text(30, 0, 30, 900, 960), 5.0)  # 6 req/s
+    rejects("other server's goodput", check.check_flood_goodput, 6.0, BEFORE, AFTER, 5.0,
+            single)
+    assert check.check_flood_goodput(20.0, BEFORE, AFTER, 5.0, single)

@@ -458,9 +458,8 @@ def test_smollm2_matches_hugging_face(smol):
 def test_smollm2_chat_and_cache(smol):
     prompt = smol.chat_prompt("What is the capital of France?")
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
-    template = (models.smollm2_dir() / "chat_template.jinja")
-    if template.exists():
-        assert "<|im_start|>" in template.read_text()
+    template = (models.smollm2_dir() / "chat_template.jinja")     # written by prepare_smollm2
+    assert template.is_file() and "<|im_start|>" in template.read_text()
     on = smol.generate(prompt, 8, threads=1)
     off = smol.generate(prompt, 8, kv_cache=False, threads=1)
     assert on.token_ids == off.token_ids

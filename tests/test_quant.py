@@ -130,11 +130,23 @@ def test_bench_quant_cli_json(capsys):
                                   "--tokens", "3", "--repeats", "1", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"fp32", "int8", "int4-g64", "meta"}
-    for key in ("bytes", "decode_tok_s", "perplexity", "top1_agreement"):
-        assert out["int8"][key] > 0
+    assert set(out) == {"fp32", "int8", "int4-g64", "meta"} | set(quant.ONNX_PRECISIONS)
+    for name in ("int8", "ort-int8", "ort-int4"):
+        for key in ("bytes", "decode_tok_s", "perplexity", "top1_agreement", "roofline_tok_s"):
+            assert out[name][key] > 0
     assert out["int8"]["bytes"] <= 0.3 * out["fp32"]["bytes"]
+    # ONNX Runtime's fp32 graph computes the same model: same bytes, same perplexity
+    assert out["ort-fp32"]["bytes"] == out["fp32"]["bytes"]
+    assert out["ort-fp32"]["perplexity"] == pytest.approx(out["fp32"]["perplexity"], rel=1e-3)
+    assert out["ort-fp32"]["top1_agreement"] >= 0.99
+    # MatMulNBits: 8-bit is a bit over 1/4 of fp32 (one fp32 scale per 32), 4-bit under 1/6
+    assert 0.25 < out["ort-int8"]["bytes"] / out["fp32"]["bytes"] < 0.3
+    assert out["ort-int4"]["bytes"] / out["fp32"]["bytes"] < 1 / 6
     assert out["meta"]["threads"] == hardware.usable_cores()      # default: every usable core
+    assert out["meta"]["onnxruntime"] and "llc_bytes" in out["meta"]
+    code = quant.bench_quant_cli(["--model", "tiny-gpt", "--precisions", "int8", "--tokens", "3",
+                                  "--repeats", "1", "--json", "--no-onnx"])
+    assert set(json.loads(capsys.readouterr().out)) == {"fp32", "int8", "meta"}
     with pytest.raises(SystemExit):
         quant.bench_quant_cli(["--precisions", "int3"])
     with pytest.raises(SystemExit):
@@ -196,7 +208,7 @@ def test_core_gain_check():
                  {"precision": "int8", "threads": 1, "decode_tok_s": 45.0},
                  {"precision": "int8", "threads": 2, "decode_tok_s": 72.0}]
     assert check.core_gains(core_rows) == {"fp32": 1.05, "int8": 1.6}
-    assert "int8 gains most" in check.check_core_gain({"fp32": 1.05, "int8": 1.6}, core_rows)
+    assert "int8 gains more" in check.check_core_gain({"fp32": 1.05, "int8": 1.6}, core_rows)
     with pytest.raises(LabCheckError, match="on top"):
         check.check_core_gain({"fp32": 1 / 1.05, "int8": 1 / 1.6}, core_rows)
     with pytest.raises(LabCheckError, match="keys"):
@@ -205,6 +217,17 @@ def test_core_gain_check():
         check.check_core_gain(1.6, core_rows)
     busy = [dict(r, decode_tok_s=r["decode_tok_s"] / 2) if r["threads"] == 2 else r
             for r in core_rows]
-    assert "another process" in check.check_core_gain({"fp32": 0.525, "int8": 0.8}, busy)
+    assert "does not show the expected pattern" in check.check_core_gain({"fp32": 0.525,
+                                                                          "int8": 0.8}, busy)
     one_core = [r for r in core_rows if r["threads"] == 1]
     assert "one core" in check.check_core_gain({"fp32": 1.0, "int8": 1.0}, one_core)
+
+
+def test_llc_bytes_reads_sysfs():
+    size = quant.llc_bytes()
+    assert size is None or size >= 2**20        # a last-level cache is at least a MiB
+
+
+def test_onnx_rows_refuse_unknown_names(tiny):
+    with pytest.raises(ValueError, match="unknown ONNX rows"):
+        quant.measure_onnx_precisions(tiny, ("ort-int3",), bandwidth_GBps=10.0)

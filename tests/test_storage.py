@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import http.client
 import io
 import json
 import os
@@ -19,6 +20,15 @@ from labkit.storage import KiB, MiB
 
 LINUX = sys.platform == "linux"
 HAVE_FIO = shutil.which("fio") is not None
+
+
+def need_fio() -> None:
+    """Skip without fio, unless LABKIT_REQUIRE_TOOLS lists it (CI): then fail, saying why."""
+    try:
+        if not storage_fio.ensure_fio():
+            pytest.skip("fio not installed (set LABKIT_REQUIRE_TOOLS=fio to make this a failure)")
+    except storage_fio.FioMissingError as err:
+        pytest.fail(str(err))
 DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
@@ -208,6 +218,37 @@ def test_random_reads_iops_and_latency(root):
     assert "IOPS" in str(r1)
 
 
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not LINUX, reason="counts /proc/self/fd")
+def test_random_reads_closes_its_fd_when_setup_fails(root, monkeypatch):
+    with storage.scratch_dir(1 * MiB) as d:
+        f = storage.make_file(d / "f.bin", 64 * KiB)
+        before = _open_fds()
+
+        def broken(*args, **kwargs):
+            raise OSError("fadvise failed")
+
+        monkeypatch.setattr(os, "posix_fadvise", broken)
+        with pytest.raises(OSError, match="fadvise failed"):
+            storage.random_reads(f, ops=4, threads=2, method="buffered")
+        assert _open_fds() == before
+
+
+def test_rates_over_zero_seconds_raise():
+    with pytest.raises(ValueError, match="no measurable time"):
+        storage.Throughput(10, 0.0).MBps
+    with pytest.raises(ValueError, match="no measurable time"):
+        storage.Throughput(10, 0.0, ops=1).ops_per_s
+    r = storage.RandomReadResult(ops=4, block_size=4096, threads=1, seconds=0.0,
+                                 latencies_us={"mean": 1.0})
+    with pytest.raises(ValueError, match="no measurable time"):
+        r.iops
+    assert storage.Throughput(2_000_000, 2.0, ops=4).MBps == 1.0
+
+
 def test_random_reads_rejects_bad_options(root):
     with storage.scratch_dir(1 * MiB) as d:
         f = storage.make_file(d / "f.bin", 8 * KiB)
@@ -267,6 +308,33 @@ def test_job_file_text():
         storage_fio.job_file_text([{"filename": "/x"}])
 
 
+@pytest.mark.parametrize("job, glob", [
+    ({"name": "a", "filename": "/x\nexec_prerun=touch /tmp/pwned"}, None),
+    ({"name": "a", "filename": "/x\rexec_prerun=id"}, None),
+    ({"name": "a\n[evil]", "filename": "/x"}, None),
+    ({"name": "a]x", "filename": "/x"}, None),
+    ({"name": "a", "filename": "/x", "bs": "4k\nexec_postrun=id"}, None),
+    ({"name": "a", "filename": "/x", "exec_prerun=id\nbs": 1}, None),
+    ({"name": "a", "filename": "/x=y"}, None),
+    ({"name": "a", "filename": "/x"}, {"ioengine": "psync\nexec_prerun=id"}),
+])
+def test_job_file_rejects_injection(job, glob):
+    with pytest.raises(ValueError, match="one line without '='"):
+        storage_fio.job_file_text([job], glob)
+
+
+def test_fio_required_and_ensure_fio(monkeypatch):
+    assert storage_fio.fio_required({"LABKIT_REQUIRE_TOOLS": "chromium, FIO"})
+    assert not storage_fio.fio_required({"LABKIT_REQUIRE_TOOLS": "chromium,fiona"})
+    assert not storage_fio.fio_required({})
+    monkeypatch.setattr(storage_fio, "fio_path", lambda: None)
+    assert storage_fio.ensure_fio({}) is False
+    with pytest.raises(storage_fio.FioMissingError, match="LABKIT_REQUIRE_TOOLS='fio,chromium'"):
+        storage_fio.ensure_fio({"LABKIT_REQUIRE_TOOLS": "fio,chromium"})
+    monkeypatch.setattr(storage_fio, "fio_path", lambda: "/usr/bin/fio")
+    assert storage_fio.ensure_fio({"LABKIT_REQUIRE_TOOLS": "fio"}) is True
+
+
 def test_jobs_match_python_patterns():
     seq = storage_fio.seq_read_job("/f", 100, 1 * MiB, cache="cold", method="buffered")
     assert (seq["direct"], seq["invalidate"], seq["iodepth"], seq["iomem_align"]) == (0, 1, 1, 4096)
@@ -305,8 +373,8 @@ def test_without_fio_returns_none_and_says_how_to_install(root, no_fio):
     assert r.fio is None and "python_latency_us" in r.details
 
 
-@pytest.mark.skipif(not HAVE_FIO, reason="fio not installed")
 def test_fio_reference_on_the_same_file(root):
+    need_fio()
     with storage.scratch_dir(8 * MiB) as d:
         f = storage.make_file(d / "f.bin", 4 * MiB)
         c = storage.compare_seq_read(f, 1 * MiB, method="buffered", repeats=2)
@@ -349,7 +417,7 @@ def test_cli_json_has_exactly_the_keys(root):
     assert doc["file_bytes"] == 4 * MiB and doc["path"] == str(root)
     assert doc["seq_read_MBps"] > 0 and doc["rand4k_iops"] > 0
     assert doc["small_files_MBps"] > 0 and doc["big_file_MBps"] > 0
-    if HAVE_FIO:
+    if storage_fio.ensure_fio():
         assert doc["fio_seq_read_MBps"] > 0 and doc["seq_read_ratio"] > 0
         assert doc["fio_rand4k_iops"] > 0 and doc["rand4k_ratio"] > 0
     assert not root.exists()
@@ -433,8 +501,32 @@ def test_bench_dataloader_rows(root):
     assert [(r["layout"], r["num_workers"]) for r in rows] == [
         ("files", 0), ("files", 1), ("tar", 0), ("tar", 1)]
     assert all(r["samples_per_s"].median > 0 and r["MBps"].median > 0 for r in rows)
+    assert all(r["steady_samples_per_s"].median > 0 for r in rows)
     with pytest.raises(ValueError):
         storage.bench_dataloader(root, layouts=("files",), cache="hot")
+    with storage.scratch_dir(1 * MiB) as d, pytest.raises(ValueError, match="more samples"):
+        storage.bench_dataloader(d, n_samples=32, sample_bytes=1 * KiB, layouts=("packed",),
+                                 num_workers=(2,), batch_size=16)
+
+
+def test_steady_rate_skips_the_first_round():
+    from labkit.storage_torch import steady_rate
+
+    # 2 workers deliver their first batches together at 1.0 s, then one batch per 0.1 s
+    arrivals = [(1.0, 16), (1.0, 32), (1.1, 48), (1.2, 64), (1.3, 80)]
+    assert steady_rate(arrivals, 2) == pytest.approx(48 / 0.3)
+    assert steady_rate(arrivals, 0) == pytest.approx(64 / 0.3)   # 0 workers: skip 1 batch
+    assert steady_rate(arrivals[:2], 2) is None
+
+
+def test_spin_burns_cpu_time_not_wall_time():
+    import time
+
+    from labkit.storage_torch import _spin
+
+    t0 = time.thread_time()
+    _spin(20_000)
+    assert time.thread_time() - t0 >= 0.02
 
 
 def _tied_state_dict():
@@ -529,6 +621,18 @@ def test_fleet_load_seconds_bounds():
     assert many["bound"].startswith("shared") and many["per_pod_MBps"] == pytest.approx(1500)
     gp3 = [storage.fleet_load_seconds(140e9, n, "ebs_gp3")["seconds"] for n in (1, 64)]
     assert gp3[0] == gp3[1]  # one volume per Pod: no sharing
+    default = storage.fleet_load_seconds(140e9, 8, "ebs_gp3", ebs_MiBps=125)
+    assert default["bound"] == "volume at 125 MiB/s"
+    assert default["seconds"] == pytest.approx(140e9 / (125 * MiB))      # ~18 min
+    provisioned = storage.fleet_load_seconds(140e9, 8, "ebs_gp3")
+    assert provisioned["bound"] == "volume at 1,000 MiB/s"
+    capped = storage.fleet_load_seconds(140e9, 8, "ebs_gp3", ebs_MiBps=2000, ebs_instance_Gbps=10)
+    assert capped["bound"] == "instance EBS bandwidth" and capped["per_pod_MBps"] == 1250
+    for bad in (100, 2001):
+        with pytest.raises(ValueError, match="125-2000"):
+            storage.fleet_load_seconds(1e9, 1, "ebs_gp3", ebs_MiBps=bad)
+    with pytest.raises(ValueError, match="EBS options only"):
+        storage.fleet_load_seconds(1e9, 1, "efs", ebs_MiBps=125)
     s3 = storage.fleet_load_seconds(140e9, 1, "s3", connections=10)
     assert s3["bound"] == "parallel GETs" and s3["per_pod_MBps"] == pytest.approx(850)
     assert storage.fleet_load_seconds(1e9, 1000, "s3")["bound"].startswith("shared request")
@@ -536,6 +640,36 @@ def test_fleet_load_seconds_bounds():
         storage.fleet_load_seconds(1e9, 1, "instance_store")
     with pytest.raises(ValueError):
         storage.fleet_load_seconds(0, 1, "s3")
+
+
+def test_fleet_load_seconds_fsx_cached():
+    """Cached FSx reads share the network baseline (2,600 MB/s per TiB at PERSISTENT-1000);
+    the disks still deliver one copy; a checkpoint larger than the RAM cache is refused."""
+    disk = storage.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48)
+    cached = storage.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48,
+                                        fsx_cached=True)
+    assert disk["per_pod_MBps"] == pytest.approx(48 * 1000 / 128)
+    assert cached["per_pod_MBps"] == pytest.approx(48 * 2600 / 128)
+    assert cached["bound"].startswith("shared file system network")
+    one = storage.fleet_load_seconds(10e9, 1, "fsx_lustre", fsx_capacity_TiB=1.2,
+                                     fsx_cached=True)
+    assert one["bound"] == "file system disks, one copy for all Pods"
+    assert one["per_pod_MBps"] == pytest.approx(1200)
+    ex = storage.fleet_load_seconds(140e9, 16, "fsx_lustre", fsx_capacity_TiB=19.2)
+    assert ex["seconds"] == pytest.approx(16 * 140e3 / 19200)      # chapter 07 exercise, ~117 s
+    with pytest.raises(ValueError, match="RAM cache"):
+        storage.fleet_load_seconds(140e9, 2, "fsx_lustre", fsx_capacity_TiB=1.2, fsx_cached=True)
+    with pytest.raises(ValueError, match="fsx_lustre only"):
+        storage.fleet_load_seconds(1e9, 1, "efs", fsx_cached=True)
+
+
+def test_fsx_capacity_sizes_cited():
+    fsx = storage.storage_option("fsx_lustre")
+    assert fsx["capacity_sizes_GiB_first"] == [1200, 2400, 4800, 7200]
+    assert fsx["capacity_step_GiB"] == 2400 and fsx["min_capacity_GiB"] == 1200
+    assert "multiples of 2,400 GiB" in fsx["semantics"]
+    assert "512 KB" not in storage.storage_option("s3_express")["cost_class"]
+    assert "per_client_MBps" not in storage.storage_option("ebs_gp3")
 
 
 # --------------------------------------------------------------------------- patterns
@@ -554,6 +688,16 @@ def test_ranged_get_reads_the_object_in_parallel(root):
                 sp.ranged_get(srv.url("obj.bin"), 4 * MiB, part_bytes=2 * MiB)
             with pytest.raises(ValueError, match="not served"):
                 srv.url("other.bin")
+            for bad in ("bytes=10-5", "bytes=5000000-", "bytes=x-1", "items=0-1"):
+                conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+                try:
+                    conn.request("GET", "/obj.bin", headers={"Range": bad})
+                    resp = conn.getresponse()
+                    assert resp.status == 416, bad
+                    assert resp.getheader("Content-Range") == f"bytes */{1 * MiB + 123}"
+                    assert resp.read() == b""
+                finally:
+                    conn.close()
         with pytest.raises(RuntimeError, match="not running"):
             srv.port
 
@@ -575,87 +719,40 @@ def test_background_uploader_and_simulated_training(root):
         save = lambda step: ckpt  # noqa: E731
         sync = sp.simulate_training(save, steps=4, step_s=0.0, every=2,
                                     upload=lambda p: sp.throttled_copy(p, d / "up.bin", 2.0))
-        with sp.BackgroundUploader(d / "remote", MBps=2.0) as up:
+        assert sync["drain_seconds"] == 0 and sync["upload_wait_seconds"] > 0.05
+        with sp.BackgroundUploader(d / "remote", MBps=2.0, max_pending=None) as up:
             asyn = sp.simulate_training(save, steps=4, step_s=0.0, every=2, uploader=up)
             uploads = up.wait()
         assert len(uploads) == 2 and (d / "remote" / "ckpt.bin").stat().st_size == 64 * KiB
         assert sync["stall_seconds"] > 0.05 > asyn["stall_seconds"]
+        # the uploads that did not fit in the loop are drained at the end, and counted
+        assert asyn["drain_seconds"] > 0.05 and up.most_pending == 2
+        assert asyn["total_seconds"] >= asyn["drain_seconds"]
         with pytest.raises(KeyboardInterrupt):
             with sp.BackgroundUploader(d / "r2", MBps=0.5) as up:
-                up.submit(ckpt)
                 up.submit(ckpt)
                 raise KeyboardInterrupt
         assert up._thread is None  # joined
         with pytest.raises(ValueError):
             sp.simulate_training(save, upload=print, uploader=up)
+        with pytest.raises(ValueError, match="max_pending"):
+            sp.BackgroundUploader(d, MBps=1.0, max_pending=0)
 
 
-# --------------------------------------------------------------------------- lab checks
-
-from labkit.check import storage as chk  # noqa: E402
-from labkit.storage import Stats  # noqa: E402
-
-
-def _sweep_rows():
-    rows = []
-    for cache, values in (("cold", [10, 50, 90, 100]), ("warm", [100, 900, 1000, 950])):
-        for bs, v in zip([4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB], values):
-            rows.append({"block_size": bs, "cache": cache, "source": "python",
-                         "MBps": Stats([v], "MB/s")})
-            rows.append({"block_size": bs, "cache": cache, "source": "fio",
-                         "MBps": Stats([v * 2], "MB/s")})
-    return rows
-
-
-def test_check_knee():
-    rows = _sweep_rows()
-    assert chk.reference_knee(rows, "cold", fraction=0.8) == 1 * MiB
-    assert chk.reference_knee(rows, "warm", fraction=0.8) == 64 * KiB
-    ok = chk.check_knee(lambda r, c, f: chk.reference_knee(r, c, fraction=f), rows)
-    assert "agrees" in ok
-    with pytest.raises(AssertionError, match="expected"):
-        chk.check_knee(lambda r, c, f: 4 * KiB, rows)
-    with pytest.raises(ValueError):
-        chk.reference_knee(rows, "lukewarm")
-
-
-def test_check_littles_law():
-    r = storage.RandomReadResult(ops=4000, block_size=4096, threads=4, seconds=0.1,
-                                 latencies_us={"p50": 90, "mean": 100.0})
-    assert r.iops == 40000
-    assert "40,000 IOPS" in chk.check_littles_law(40000, r)
-    with pytest.raises(AssertionError, match="Divide the number"):
-        chk.check_littles_law(10000, r)
-    slow = storage.RandomReadResult(ops=4000, block_size=4096, threads=4, seconds=1.0,
-                                    latencies_us={"mean": 100.0})
-    with pytest.raises(AssertionError, match="busy"):
-        chk.check_littles_law(40000, slow)
-
-
-def test_simple_checks(capsys):
-    assert "1.7 minutes" in chk.check_files_time(100.0, 1000, 10.0)
-    with pytest.raises(AssertionError, match="n_files / files_per_s"):
-        chk.check_files_time(50.0, 1000, 10.0)
-    assert chk.check_workers_needed(10, 2000, 5).startswith("10 workers")
-    with pytest.raises(AssertionError, match="ceil"):
-        chk.check_workers_needed(9, 2000, 5)
-    rows = [{"format": "torch", "op": "save", "seconds": Stats([0.01])},
-            {"format": "torch", "op": "load", "seconds": Stats([0.5])},
-            {"format": "safetensors", "op": "load", "seconds": Stats([0.2])}]
-    assert chk.check_fastest_load(("safetensors", "load"), rows).startswith("safetensors load")
-    with pytest.raises(AssertionError, match="fastest load"):
-        chk.check_fastest_load(("torch", "save"), rows)
-    est = storage.fleet_load_seconds(140e9, 32, "efs")["seconds"]
-    assert chk.check_fleet_estimate(est, 140e9, 32, "efs").startswith("140 GB")
-    with pytest.raises(AssertionError, match="aggregate"):
-        chk.check_fleet_estimate(est / 3, 140e9, 32, "efs")
-    assert capsys.readouterr().out.count("✔") == 4
-    from labkit.check import LabCheckError
-
-    with pytest.raises(LabCheckError):
-        chk.check_workers_needed(1, 2000, 5)
-
-
-def test_prediction_rows():
-    rows = chk.prediction_rows({"a": 10.0, "b": None}, {"a": 20.0, "b": 3.0, "c": None})
-    assert rows == [["a", 10.0, 20.0, "2x"], ["b", "-", 3.0, "-"], ["c", "-", "n/a", "-"]]
+def test_background_uploader_back_pressure(root):
+    """Uploads slower than the checkpoint interval: the next save waits for the previous
+    upload (one pending at most), and that wait is counted as a stall."""
+    with storage.scratch_dir(1 * MiB) as d:
+        ckpt = storage.make_file(d / "ckpt.bin", 100 * KiB)   # 0.1 s at 1 MB/s
+        save = lambda step: ckpt  # noqa: E731
+        with sp.BackgroundUploader(d / "remote", MBps=1.0) as up:
+            slow = sp.simulate_training(save, steps=6, step_s=0.01, every=2, uploader=up)
+        assert up.most_pending == 1 and len(up.uploads) == 3
+        # interval 0.02 s, upload 0.1 s: the 2nd and 3rd checkpoints wait ~0.08 s each
+        assert slow["upload_wait_seconds"] > 0.1 and up.waited_seconds == pytest.approx(
+            slow["upload_wait_seconds"])
+        assert slow["stall_seconds"] >= slow["upload_wait_seconds"]
+        assert slow["drain_seconds"] > 0.05                     # the last upload
+        with sp.BackgroundUploader(d / "fast", MBps=100.0) as up:
+            fast = sp.simulate_training(save, steps=6, step_s=0.02, every=2, uploader=up)
+        assert fast["upload_wait_seconds"] < slow["upload_wait_seconds"] / 5

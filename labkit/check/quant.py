@@ -18,7 +18,25 @@ __all__ = ["row", "check_bytes_ratio", "check_speedup", "core_gains", "check_cor
            "check_recommendation"]
 
 
-_number = as_number
+def _number(name: str, value) -> float:
+    """``value`` as a finite float; an unfilled ``...`` gets its own hint."""
+    if value is Ellipsis:
+        raise LabCheckError(f"{name} is still `...`: replace it with your answer.")
+    return as_number(name, value)
+
+
+def _other_row(value: float, rows, precision: str, ratio, rel: float = 0.01) -> str | None:
+    """The precision (other than ``precision`` and fp32) whose ``ratio(row)`` matches."""
+    for r in rows:
+        if r["precision"] in (precision, "fp32"):
+            continue
+        try:
+            other = ratio(r)
+        except (KeyError, ZeroDivisionError):
+            continue
+        if math.isclose(value, other, rel_tol=rel):
+            return r["precision"]
+    return None
 
 
 def _ok(message: str) -> str:
@@ -37,7 +55,8 @@ def check_bytes_ratio(ratio, rows) -> str:
     """Task 1: bytes of the int8 projections / bytes of the fp32 projections."""
     value = _number("int8_bytes_ratio", ratio)
     want = row(rows, "int8")["bytes"] / row(rows, "fp32")["bytes"]
-    if math.isclose(value, want, rel_tol=0.01):
+    # bytes are exact, so the tolerance is tight enough to tell 1/4 from 1/4 + 1/K
+    if math.isclose(value, want, rel_tol=0.002):
         return _ok(f"int8 stores the projections in {value:.3f}x the fp32 bytes: a quarter for "
                    f"the weights, plus one 4-byte scale per output row.")
     if math.isclose(value, 1 / want, rel_tol=0.01):
@@ -45,6 +64,10 @@ def check_bytes_ratio(ratio, rows) -> str:
     if math.isclose(value, 0.25, rel_tol=0.001):
         raise LabCheckError("0.25 counts the int8 weights only: the measured bytes include the "
                             "per-channel scales. Use the 'bytes' of the two rows.")
+    fp32_bytes = row(rows, "fp32")["bytes"]
+    other = _other_row(value, rows, "int8", lambda r: r["bytes"] / fp32_bytes, rel=0.002)
+    if other:
+        raise LabCheckError(f"{value:.3g} is the {other} row's ratio; use the 'int8' row.")
     raise LabCheckError(f"int8_bytes_ratio = {value:.4g}, expected about {want:.4g}: the "
                         f"'bytes' of the int8 row divided by the 'bytes' of the fp32 row.")
 
@@ -60,6 +83,13 @@ def check_speedup(speedup, rows, precision: str = "int8") -> str:
     if math.isclose(value, 1 / want, rel_tol=0.01):
         raise LabCheckError(f"{value:.3g} is fp32 / {precision}; "
                             f"put {precision}'s tokens/s on top.")
+    fp32_tok_s = row(rows, "fp32")["decode_tok_s"]
+    other = _other_row(value, rows, precision, lambda r: r["decode_tok_s"] / fp32_tok_s)
+    if other:
+        raise LabCheckError(f"{value:.3g} is the {other} row's speedup; use the "
+                            f"'{precision}' row.")
+    if math.isclose(value, 100 * want, rel_tol=0.01):
+        raise LabCheckError(f"{value:.4g} is a percentage; give the ratio (x), not x 100.")
     raise LabCheckError(f"speedup = {value:.4g}, expected about {want:.4g}: the decode_tok_s of "
                         f"the {precision} row over that of the fp32 row.")
 
@@ -93,21 +123,33 @@ def check_core_gain(core_gain, core_rows) -> str:
         if math.isclose(value, 1 / expected, rel_tol=0.01):
             raise LabCheckError(f"core_gain[{precision!r}] = {value:.3g} is 1 thread / "
                                 f"{cores} threads; put the {cores}-thread tokens/s on top.")
+        swapped = [p for p, g in want.items() if p != precision and math.isclose(value, g,
+                                                                               rel_tol=0.01)]
+        if swapped:
+            raise LabCheckError(f"core_gain[{precision!r}] = {value:.3g} is {swapped[0]}'s "
+                                f"gain; use the rows of {precision}.")
         raise LabCheckError(f"core_gain[{precision!r}] = {value:.4g}, expected {expected:.4g}: "
                             f"decode_tok_s with {cores} threads over decode_tok_s with 1.")
     if cores == 1:
         return _ok("this machine gives the notebook one core, so every gain is 1.0: run it "
                    "where two or more cores are usable to see the difference.")
-    more = max(want, key=want.get)
+    gains = ", ".join(f"{p} {g:.2f}x" for p, g in want.items())
     if max(want.values()) < 0.9:
-        return _ok(f"with {cores} threads every precision got slower ("
-                   + ", ".join(f"{p} {g:.2f}x" for p, g in want.items())
-                   + "): another process is using the other core(s), and PyTorch's threads "
-                   "wait for each other at every operation. Rerun this task when the machine "
-                   "is quiet (close other notebooks).")
-    return _ok(f"with {cores} threads: " + ", ".join(f"{p} {g:.2f}x" for p, g in want.items())
-               + f". {more} gains most: the more a kernel waits on arithmetic rather than on "
-               f"memory, the more another core helps it.")
+        return _ok(f"your arithmetic is right. With {cores} threads every precision got slower "
+                   f"({gains}): this run does not show the expected pattern, so it cannot tell "
+                   "which kernel is bound by arithmetic. A slowdown from more threads usually "
+                   "means the other core(s) were busy; rerun this task when the machine is "
+                   "quiet to test the explanation.")
+    if "int8" in want and "fp32" in want:
+        if want["int8"] > 1.05 * want["fp32"]:
+            return _ok(f"with {cores} threads: {gains}. int8 gains more than fp32, as expected "
+                       "if its kernel waits on arithmetic (converting each weight) more than "
+                       "fp32's, which waits on memory.")
+        return _ok(f"your arithmetic is right. With {cores} threads: {gains}. This run does "
+                   "not show the expected pattern: int8 did not gain more than fp32, so it "
+                   "gives no evidence that the int8 kernel is the arithmetic-bound one. "
+                   "Compare each row's % of roofline, and rerun when the machine is quiet.")
+    return _ok(f"with {cores} threads: {gains}.")
 
 
 def check_perplexity_change(percent, rows, precision: str = "int8") -> str:
@@ -118,6 +160,21 @@ def check_perplexity_change(percent, rows, precision: str = "int8") -> str:
         return _ok(f"{precision}: perplexity {value:+.2f} % against fp32 (lower is better).")
     if abs(value - want / 100) <= 1e-4 + 0.01 * abs(want / 100):
         raise LabCheckError(f"{value:.4g} is a fraction; multiply by 100 for percent.")
+    ratio = row(rows, precision)["perplexity"] / row(rows, "fp32")["perplexity"]
+    if math.isclose(value, ratio, rel_tol=1e-4) or math.isclose(value, 100 * ratio, rel_tol=1e-4):
+        raise LabCheckError(f"{value:.4g} is the ratio of the perplexities; the change is "
+                            f"100 x (ratio - 1).")
+    inverse = 100.0 * (1 / ratio - 1)
+    if abs(want) > 1e-6 and abs(value - inverse) <= max(0.01, 0.01 * abs(inverse)) \
+            and abs(inverse - want) > 0.01:
+        raise LabCheckError(f"{value:.4g} is measured against the {precision} row; divide "
+                            f"ppl_{precision} by ppl_fp32, not the other way round.")
+    fp32_ppl = row(rows, "fp32")["perplexity"]
+    other = _other_row(value, rows, precision,
+                       lambda r: 100.0 * (r["perplexity"] / fp32_ppl - 1), rel=0.01)
+    if other and abs(value - want) > 0.01:
+        raise LabCheckError(f"{value:.4g} is the {other} row's change; use the "
+                            f"'{precision}' row.")
     raise LabCheckError(f"ppl_change_pct = {value:.4g}, expected {want:+.3f}: "
                         f"100 x (ppl_{precision} / ppl_fp32 - 1).")
 
@@ -129,8 +186,13 @@ def outlier_kind(outliers: Sequence[Mapping]) -> str:
 
 def check_outlier_layer(name, outliers) -> str:
     """Task 4: which projection's input holds the worst activation outlier."""
+    if name is Ellipsis:
+        raise LabCheckError("outlier_layer is still `...`: replace it with a projection name.")
     want = outlier_kind(outliers)
     worst = max(outliers, key=lambda r: r["ratio"])
+    if isinstance(name, int) and not isinstance(name, bool):
+        raise LabCheckError(f"{name} is a layer number; give the projection's 'name', one of "
+                            f"{sorted({r['name'] for r in outliers})}.")
     if name == want:
         return _ok(f"{want}: in layer {worst['layer']} one input channel ({worst['channel']}) "
                    f"reaches {worst['absmax']:.0f}, {worst['ratio']:.0f}x the median channel. A "
@@ -155,6 +217,8 @@ def recommended(rows: Sequence[Mapping], max_loss_pct: float = 3.0,
 def check_recommendation(choice, rows, max_loss_pct: float = 3.0,
                          min_agreement: float = 0.9) -> str:
     """Task 5: the fastest precision within the perplexity and agreement budget."""
+    if choice is Ellipsis:
+        raise LabCheckError("choice is still `...`: replace it with a precision name.")
     want = recommended(rows, max_loss_pct, min_agreement)
     names = [r["precision"] for r in rows]
     if choice not in names:

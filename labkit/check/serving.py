@@ -13,8 +13,9 @@ from collections.abc import Mapping
 
 from labkit.check import LabCheckError, as_number, passed
 
-__all__ = ["check_tokens_per_s", "check_speedup", "metric_value", "check_mean_batch",
-           "check_refused_share", "check_bad_requests", "check_knob_map", "TRITON_VLLM_KNOBS"]
+__all__ = ["check_tokens_per_s", "check_speedup", "metric_value", "metric_sum",
+           "check_mean_batch", "check_refused_share", "check_bad_requests", "check_knob_map",
+           "check_flood_goodput", "TRITON_VLLM_KNOBS"]
 
 
 def _ok(message: str) -> str:
@@ -60,7 +61,7 @@ def check_tokens_per_s(value, usage, seconds: float) -> str:
 
 def check_speedup(value, unbatched, batched, runs: Mapping | None = None) -> str:
     """Task 2: throughput with batching on over off, at the same number of clients
-    (``unbatched``/``batched`` are :class:`labkit.loadgen.LoadResult`). ``runs`` (optional,
+    (``unbatched``/``batched`` are :class:`labkit.serving.loadgen.LoadResult`). ``runs`` (optional,
     ``{"off": [...], "on": [...]}``, one result per client count) lets it recognise a ratio
     taken at another client count."""
     got = as_number("speedup", value)
@@ -94,6 +95,17 @@ def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) 
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+def metric_sum(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The sum of every sample ``name`` whose labels include ``labels`` (e.g. a counter over
+    all its ``finished_reason`` values); 0 if none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    labels = dict(labels or {})
+    return float(sum(sample.value for family in text_string_to_metric_families(text)
+                     for sample in family.samples if sample.name == name
+                     and all(sample.labels.get(k) == v for k, v in labels.items())))
 
 
 def check_mean_batch(value, metrics_text: str) -> str:
@@ -169,6 +181,66 @@ def check_bad_requests(answers: Mapping[str, object]) -> str:
         if len(message) < 10:
             raise LabCheckError(f"{name!r}: the message {message!r} does not say what to fix.")
     return _ok(f"{len(answers)} bad requests, each refused with a 4xx and a message.")
+
+
+def check_flood_goodput(value, before: str, after: str, seconds: float,
+                        other: tuple[str, str, float] | None = None) -> str:
+    """Task 8: goodput during a flood, read from the server's ``/metrics``: successful
+    requests per second = the increase of ``vllm:request_success_total`` (summed over its
+    ``finished_reason`` values) between the texts ``before`` and ``after`` the flood, divided
+    by the flood's ``seconds``. ``other`` (optional): ``(before, after, seconds)`` of the other
+    server, to recognise its goodput given for this one."""
+    got = as_number("goodput", value)
+    seconds = as_number("seconds", seconds)
+
+    def delta(name, labels=None):
+        return metric_sum(after, name, labels) - metric_sum(before, name, labels)
+
+    done = delta("vllm:request_success_total")
+    if done <= 0:
+        raise LabCheckError("no request succeeded between the two readings: take `before` "
+                            "just before the flood and `after` just after it.")
+    want = done / seconds
+    if _close(got, want):
+        return _ok(f"{got:.1f} successful requests per second while the flood lasted, read "
+                   f"from the server's own counter.")
+    if _close(got, seconds / done):
+        raise LabCheckError("that is seconds per request; divide the requests by the seconds.")
+    if _close(got, done / (seconds * 1e3)):
+        raise LabCheckError("the time looks like it was taken in milliseconds; use seconds.")
+    if _close(got, metric_sum(after, "vllm:request_success_total") / seconds):
+        raise LabCheckError("a counter counts since the server started: subtract the value "
+                            "before the flood from the value after it.")
+    status = "labkit_requests_total"
+    if _close(got, delta(status) / seconds):
+        raise LabCheckError("labkit_requests_total counts every answer, the 429s included; "
+                            "goodput counts the successful ones (vllm:request_success_total).")
+    if _close(got, delta(status, {"status": "429"}) / seconds):
+        raise LabCheckError("that is the rate of refusals (429); goodput is the rate of "
+                            "successful requests.")
+    if _close(got, delta("vllm:generation_tokens_total") / seconds):
+        raise LabCheckError("that is tokens per second (vllm:generation_tokens_total); the "
+                            "question is requests per second.")
+    for reason in ("length", "stop"):
+        part = delta("vllm:request_success_total", {"finished_reason": reason})
+        if part != done and _close(got, part / seconds):
+            raise LabCheckError(f"that counts finished_reason=\"{reason}\" only; sum the "
+                                f"counter over every finished_reason.")
+    if other is not None:
+        o_before, o_after, o_seconds = other
+        o_done = metric_sum(o_after, "vllm:request_success_total") - \
+            metric_sum(o_before, "vllm:request_success_total")
+        if o_seconds and _close(got, o_done / o_seconds):
+            raise LabCheckError("that is the other server's goodput; take this server's "
+                                "before and after texts.")
+    running = metric_sum(after, "vllm:num_requests_running")
+    if running and (_close(got, running) or _close(got, running / seconds)):
+        raise LabCheckError("vllm:num_requests_running is a gauge, a snapshot of one moment; "
+                            "count finished requests with the counter "
+                            "vllm:request_success_total.")
+    raise LabCheckError(f"goodput = {got:.4g}, expected {want:.4g}{_off_by(got, want)} = "
+                        f"increase of vllm:request_success_total ({done:.0f}) / seconds "
+                        f"({seconds:.2f}).")
 
 
 #: the course server's knobs → (Triton dynamic_batching, vLLM engine argument)
