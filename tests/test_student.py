@@ -297,9 +297,10 @@ def test_real_student_notebook_is_the_instructor_one_minus_solutions(path):
     assert all(s.title == titles[s.label] for s in stubs if s.label), "stub titled by its exercise"
 
 
-#: Known now, fixed in the notebook by its owner (then this mark must go: strict).
-MINIMAL_ANSWER_BUGS = {
-    "labs/02-quantization.ipynb": "LRN-11: smol_by and by_threads are made in solution cells"}
+#: Notebooks known to break with minimal answers, {path: why}, each marked xfail (strict: the
+#: mark must go when the notebook is fixed). Empty since Lab 2's fix for LRN-11 (smol_by and
+#: by_threads were made in solution cells): this check flagged it.
+MINIMAL_ANSWER_BUGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("path", [
