@@ -18,13 +18,16 @@ PIP_FILTER := grep -v -e 'is ignored' -e '^\s*$$' || true
 # JupyterLab refuses to start as root without --allow-root (containers and many workshop VMs run as root).
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help setup book test lab student timings clean distclean
+.PHONY: help setup book test lab workspace student pdf timings clean distclean
 
 help:
 	@echo "make book   build the executed HTML book into _build/html (strict: warnings are errors)"
 	@echo "make test   run every test: labkit unit tests, structure, manifests, notebooks (nbval), strict book build"
-	@echo "make lab    open the course in JupyterLab on http://127.0.0.1:8888"
+	@echo "make lab    open your workspace my-work/ in JupyterLab on http://127.0.0.1:8888 (made first if missing)"
+	@echo "make workspace  add the student notebooks (exercise stubs) to my-work/, yours to edit: it never"
+	@echo "            overwrites a file there, and no make target deletes my-work/"
 	@echo "make student  write the student notebooks (exercise stubs) and student HTML book into _build/student"
+	@echo "make pdf    print the book built by make book (_build/html) into one PDF, _build/pdf/book.pdf"
 	@echo "make timings  store each notebook's machine time from the last make test in book/instructors/timings.json"
 	@echo "make setup  create .venv and install the pinned requirements (done by every target);"
 	@echo "            TORCH_CPU=1 make setup takes PyTorch's CPU build (Linux without a GPU: no CUDA downloads)"
@@ -68,13 +71,23 @@ test: setup
 student: setup
 	$(BIN)/python scripts/make_student.py
 
+# The learner's workspace: adds only what is missing, never overwrites; clean and distclean keep it.
+workspace: setup
+	$(BIN)/python scripts/make_student.py --workspace my-work
+
+# Printed with the Chromium the browser test uses (Debian's /usr/bin/chromium, or $CHROMIUM).
+pdf: setup
+	@test -f _build/html/index.html || { echo "pdf: no _build/html: run make book first"; exit 1; }
+	$(BIN)/python scripts/make_pdf.py _build/html _build/pdf/book.pdf
+
 timings: setup
 	@test -f _build/reports/junit.xml || { echo "timings: run make test first"; exit 1; }
 	$(BIN)/python scripts/collect_timings.py _build/reports/junit.xml
 
 lab: setup
 	@$(if $(LAB_ROOT),echo "lab: running as root (a container or workshop VM?): starting JupyterLab with --allow-root",true)
-	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser $(LAB_ROOT)
+	@test -d my-work || $(BIN)/python scripts/make_student.py --workspace my-work
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=my-work $(LAB_ROOT)
 
 clean:
 	rm -rf _build .pytest_cache .scratch

