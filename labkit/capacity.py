@@ -7,7 +7,7 @@ accelerator and instance facts). Four steps, each a function a notebook can show
    KV cache, activations and runtime overhead.
 2. :func:`options`: for every instance type in the catalog, the smallest tensor-parallel degree
    whose devices hold that memory within the server's budget (:data:`MEMORY_UTILIZATION` of each
-   device, vLLM's default), and how many replicas fit on one node.
+   device, the --gpu-memory-utilization the course's manifests set), and how many replicas fit on one node.
 3. :func:`replicas_needed`: replicas for a request rate, given what one replica sustains.
 4. :func:`plan`: nodes and cost per hour and per million requests, from the cited On-Demand
    prices (:func:`on_demand_price`), cheapest first.
@@ -34,11 +34,12 @@ from labkit import catalog, memory
 #: Tensor-parallel degrees considered: attention heads split evenly over powers of two.
 TP_DEGREES = (1, 2, 4, 8, 16)
 
-#: Share of each device's memory a replica may fill: vLLM's ``--gpu-memory-utilization``
-#: default, 0.9 (https://docs.vllm.ai/en/latest/configuration/engine_args.html, checked
-#: 2026-12-05): one vLLM instance keeps its weights, activations and KV cache within that share
-#: of the device's memory, and fills what the weights and activations leave with KV-cache
-#: blocks. The course applies the same budget to Neuron devices, as an assumption.
+#: Share of each device's memory a replica may fill: the course sizes with 0.9, the
+#: ``--gpu-memory-utilization`` its vLLM manifests set explicitly (vLLM's own default is 0.92 in
+#: current releases and was 0.9 before, per vllm/config/cache.py; checked 2026-12-05): one vLLM
+#: instance keeps its weights, activations and KV cache within that share of the device's memory,
+#: and fills what the weights and activations leave with KV-cache blocks. The course applies the
+#: same budget to Neuron devices, as an assumption.
 MEMORY_UTILIZATION = 0.9
 
 
@@ -210,7 +211,7 @@ def device_budget_bytes(accelerator: str,
                         utilization: float = MEMORY_UTILIZATION) -> float:
     """Bytes of one device a replica may use: ``utilization`` x :func:`device_memory_bytes`.
 
-    Example (an L4 at vLLM's default 0.9):
+    Example (an L4 at the course's 0.9):
         >>> device_budget_bytes("L4") / 1e9
         21.6
     """
@@ -246,7 +247,7 @@ def smallest_tensor_parallel(breakdown: MemoryBreakdown, accelerator: str,
     """The smallest degree in :data:`TP_DEGREES` (<= ``max_devices``) whose devices hold it.
 
     Splitting is assumed even: each of ``tp`` devices holds ``total / tp``, which must fit
-    ``utilization`` x the device's memory (:func:`device_budget_bytes`; default vLLM's 0.9);
+    ``utilization`` x the device's memory (:func:`device_budget_bytes`; default the course's 0.9);
     with ``n_heads`` given, ``tp`` must also divide the attention heads. Returns None if even
     ``max_devices`` devices are too small.
     """
@@ -266,7 +267,7 @@ def options(model_: str | Model, *, context: int, batch: int = 1, dtype: str = "
     """For each instance type, whether and how a replica fits (smallest tensor parallelism first).
 
     A replica fits ``tp`` devices when ``total / tp`` is at most ``utilization`` of one device's
-    memory (default 0.9, vLLM's ``--gpu-memory-utilization``), not all of it.
+    memory (default 0.9, the ``--gpu-memory-utilization`` the course's manifests set), not all of it.
 
     An accelerator that does not run ``dtype`` natively (bf16 on a T4 or V100:
     :func:`labkit.catalog.runs_natively`) does not fit, with ``runs_dtype`` False.
