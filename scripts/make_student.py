@@ -85,6 +85,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOLUTION_TAG = "solution"
 STUB_TAG = "exercise-stub"
 INSTRUCTOR_PART = "Instructor guide"
+#: A markdown cell that starts with this is an instructor callout: the student edition drops it.
+INSTRUCTOR_CALLOUT = ":::{admonition} For instructors"
 #: Folders whose notebooks and files make up the student edition.
 FOLDERS = ("book", "labs")
 #: Folders left out of the student edition (instructor material).
@@ -266,6 +268,8 @@ def studentize(nb, name: str = "notebook"):
             if region is None:
                 out.append(copy.deepcopy(cell))
             continue
+        if region is None and _source(cell).lstrip().startswith(INSTRUCTOR_CALLOUT):
+            continue                      # instructor callouts are not in the student edition
         # A markdown cell: split it into kept text, solution text and the events between.
         lines = _source(cell).split("\n")
         chunks: list[list[str]] = [[]]

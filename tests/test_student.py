@@ -342,3 +342,27 @@ def test_real_student_notebook_executes_with_minimal_answers(path, tmp_path):
     ms.write_student_tree(ROOT, tmp_path / "student")
     student, stubs = ms.studentize(nbformat.read(path, as_version=4), str(rel))
     assert ms.verify(student, stubs, (tmp_path / "student" / rel).parent, timeout=300) == []
+
+
+def test_instructor_callouts_are_dropped_from_the_student_edition():
+    callout = (":::{admonition} For instructors\n:class: instructor dropdown\n\n"
+               "Collect the predictions on the board.\n:::")
+    nb = notebook(md("# Chapter\n\nText."), md(callout), code("x = 1"), md("More text."))
+    student, stubs = ms.studentize(nb)
+    assert stubs == []
+    assert not any(ms.INSTRUCTOR_CALLOUT in s for s in sources(student))
+    assert sources(student) == ["# Chapter\n\nText.", "x = 1", "More text."]
+
+
+def test_every_instructor_callout_in_the_course_starts_its_cell():
+    """The student edition drops a callout only when it starts its own markdown cell."""
+    import json
+
+    misplaced = []
+    for path in cc.notebooks(ROOT):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            src = "".join(cell["source"])
+            if "For instructors" in src and ":::{admonition}" in src \
+                    and not src.lstrip().startswith(ms.INSTRUCTOR_CALLOUT):
+                misplaced.append(f"{path.relative_to(ROOT)} cell {i}")
+    assert misplaced == []
