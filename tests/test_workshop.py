@@ -303,3 +303,19 @@ def test_the_pilot_timings_issue_template_asks_for_teaching_and_exercise_minutes
     assert "teaching" in example and "exercises" in example
     tracks = fields["format"]["attributes"]["options"]
     assert all(any(t.name in option for option in tracks) for t in ws.TRACKS)
+
+
+def test_the_notes_have_a_section_for_every_chapter_and_lab_with_the_four_parts(repo_root):
+    """Issue 17: notes for every chapter and lab, in the four-part template."""
+    import re
+
+    notes = (repo_root / "book" / "instructors" / "notes.md").read_text()
+    by_notebook = {nb: title for title, nb in re.findall(r"^## (.+?) \(`([^`]+\.ipynb)`\)\s*$", notes, re.M)}
+    missing = [p.notebook for p in ws.course_pages(repo_root) if p.notebook not in by_notebook]
+    assert missing == [], f"no instructor notes for {missing}"
+    for page in ws.course_pages(repo_root):
+        assert by_notebook[page.notebook] == page.title, (page.notebook, "heading must be the title")
+        body = notes.split(f"## {page.title} (`{page.notebook}`)", 1)[1].split("\n## ", 1)[0]
+        for part in ("**Pacing.**", "**When it goes wrong**", "**If you are late, skip**",
+                     "**Never skip**", "**Questions to ask.**"):
+            assert part in body, (page.notebook, part)
