@@ -319,3 +319,13 @@ def test_the_notes_have_a_section_for_every_chapter_and_lab_with_the_four_parts(
         for part in ("**Pacing.**", "**When it goes wrong**", "**If you are late, skip**",
                      "**Never skip**", "**Questions to ask.**"):
             assert part in body, (page.notebook, part)
+
+
+def test_every_chapter_and_lab_declares_teaching_and_exercise_minutes_that_add_up(repo_root):
+    problems = []
+    for page in ws.course_pages(repo_root):
+        if page.split is None:
+            problems.append(f"{page.notebook}: no '(N teaching, M exercises)' after its **Time:**")
+        elif sum(page.split) != page.minutes:
+            problems.append(f"{page.notebook}: {page.split} does not add up to {page.minutes} minutes")
+    assert problems == []
