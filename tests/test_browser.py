@@ -24,14 +24,12 @@ skipped with the reason; .ci/run installs chromium where it can.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
-import threading
-from contextlib import ExitStack, contextmanager
+import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
@@ -41,11 +39,6 @@ import course_checks as cc
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 # The book must work offline: every host but ours fails at once (a failed request).
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 #: Screenshots show the first screen (1280×900): a full-page PNG of a long chapter takes ~2 s.
 #: BOOK_SCREENSHOTS=full saves whole pages instead.
 FULL_PAGE = os.environ.get("BOOK_SCREENSHOTS") == "full"
@@ -53,35 +46,14 @@ FULL_PAGE = os.environ.get("BOOK_SCREENSHOTS") == "full"
 EXTRA_PAGES = ["search.html", "genindex.html"]
 
 
-def find_chromium() -> str | None:
-    """$CHROMIUM, or the first Chromium/Chrome on PATH (Debian's is /usr/bin/chromium)."""
-    if os.environ.get("CHROMIUM"):
-        return os.environ["CHROMIUM"]
-    return next((p for name in CHROMIUM_NAMES if (p := shutil.which(name))), None)
-
-
 def site_pages(root: Path) -> list[str]:
     """The HTML page of every toc entry, then the extra pages."""
     return [f"{entry}.html" for entry in cc.toc_entries(root)] + EXTRA_PAGES
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextmanager
-def serve(folder: Path):
-    """Serve ``folder`` on 127.0.0.1 (an ephemeral port) in a thread; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+# One static server and one way to find and start Chromium, shared with `make pdf` (scripts/make_pdf.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from make_pdf import CHROMIUM_ARGS, CHROMIUM_NAMES, find_chromium, serve  # noqa: E402
 
 
 @dataclass
