@@ -44,21 +44,25 @@ PRINT_CSS = """
 #: ``hide-output``, e.g. the answer to a "guess first") opened, since paper cannot unfold them
 #: (exercise solutions stay folded); every image loaded; MathJax done.
 READY = r"""async () => {
+  // Every wait is bounded: a frame that never paints or a promise that never settles must not
+  // hang the print (rAF can stall in a headless tab).
+  const within = (promise, ms) => Promise.race([promise, new Promise(done => setTimeout(done, ms))]);
+  const frame = () => within(new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done))), 200);
   document.querySelectorAll('details.hide').forEach(d => { d.open = true; });
   for (const img of document.images) { img.loading = 'eager'; }
-  await Promise.all([...document.images].map(img => img.complete ? null : new Promise(done => {
-    img.addEventListener('load', done); img.addEventListener('error', done); setTimeout(done, 10000); })));
-  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  await within(Promise.all([...document.images].map(img => img.complete ? null : new Promise(done => {
+    img.addEventListener('load', done); img.addEventListener('error', done); }))), 10000);
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await within(MathJax.startup.promise, 10000); }
   // A loaded image may still be undecoded, and Chromium then prints a blank where it goes.
-  await Promise.all([...document.images].map(img => img.decode().catch(() => null)));
+  await within(Promise.all([...document.images].map(img => img.decode().catch(() => null))), 10000);
   // Paint every part of the page once (scrolled into view), as Chromium may skip images it has
   // not painted yet when it prints; then back to the top.
   for (let y = 0; y < document.body.scrollHeight; y += window.innerHeight) {
     window.scrollTo(0, y);
-    await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+    await frame();
   }
   window.scrollTo(0, 0);
-  await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
+  await frame();
   return [...document.images].filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src);
 }"""
 PYPDF_PIN = "pypdf==6.19.0"
