@@ -185,3 +185,11 @@ def test_every_public_check_is_tested_here():
               "check_permanent_failure", "check_actor_options", "check_actor_survived",
               "prediction_rows"}
     assert set(check.__all__) == tested
+
+
+def test_a_right_answer_close_to_a_typical_wrong_one_is_accepted():
+    """At S = 1.805 on 2 workers, Amdahl's p (0.892) lies within 1.2 % of the efficiency S / N
+    (0.9025): the right answer must pass, not get the efficiency hint."""
+    speedup, workers = 1.805, 2
+    p = (1 - 1 / speedup) / (1 - 1 / workers)
+    check.check_parallel_fraction(p, speedup, workers)

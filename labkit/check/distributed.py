@@ -26,8 +26,12 @@ def _ok(msg: str) -> None:
 
 
 def _diagnose(name: str, value: float, candidates: Sequence[tuple[float, str]],
-              rel: float = 0.01) -> None:
-    """Raise the hint of the first typical wrong answer that ``value`` matches."""
+              rel: float = 0.01, want: float | None = None) -> None:
+    """Raise the hint of the first typical wrong answer that ``value`` matches. A value within
+    ``rel`` of the right answer ``want`` is never diagnosed, even where a wrong answer happens
+    to lie close to it on this run (e.g. Amdahl's p and the efficiency S / N near S = N)."""
+    if want is not None and math.isclose(value, want, rel_tol=rel, abs_tol=1e-12):
+        return
     for wrong, hint in candidates:
         if math.isclose(value, wrong, rel_tol=rel, abs_tol=1e-12):
             raise LabCheckError(f"{name} = {value:.4g}: {hint}")
@@ -38,7 +42,7 @@ def check_min_task_ms(min_task_ms: float, overhead_ms: float, budget: float = 0.
     ``budget`` of its own run time: ``overhead / budget``."""
     want = overhead_ms / budget
     value = as_number("min_task_ms", min_task_ms)
-    _diagnose("min_task_ms", value, [
+    _diagnose("min_task_ms", value, want=want, candidates=[
         (want / 1000, "that is in seconds; store milliseconds (x 1000)."),
         (want * 1000, "that is in microseconds; store milliseconds (/ 1000)."),
         (overhead_ms * budget, f"you multiplied the overhead by {budget}; the overhead must be "
@@ -99,7 +103,7 @@ def check_parallel_fraction(parallel_fraction: float, speedup: float, workers: i
     """Task 3: Amdahl's parallel fraction that explains the measured ``speedup``."""
     want = amdahl_parallel_fraction(speedup, workers)
     value = as_number("parallel_fraction", parallel_fraction)
-    _diagnose("parallel_fraction", value, [
+    _diagnose("parallel_fraction", value, want=want, candidates=[
         (want * 100, "that is a percentage; give p as a fraction between 0 and 1."),
         (speedup / workers, f"that is the efficiency S / N; Amdahl's p is the share of the "
                             "work that runs in parallel. Solve S = 1 / ((1 - p) + p / N) "
