@@ -327,18 +327,19 @@ def bench_route_cli(argv: list[str]) -> int:
     """``python -m labkit bench route [--json] [--replicas 3] [--requests N] …``."""
     p = argparse.ArgumentParser(prog="python -m labkit bench route",
                                 description=bench_route.__doc__.splitlines()[0])
+    for flag, kind, default, help_text in (
+            ("replicas", int, 3, "replicas of the server"),
+            ("requests", int, 120, "requests per policy"),
+            ("tenants", int, 6, "tenants, each with its own system prompt"),
+            ("rate", float, 25.0, "arrivals per second (Poisson)"),
+            ("seed", int, 0, "seed of the arrivals, tenants and questions"),
+            ("model", str, "tiny-gpt", "the replicas' model"),
+            ("system-tokens", int, 200, "tokens of each tenant's system prompt"),
+            ("max-tokens", int, 2, "tokens generated per request"),
+            ("prefix-cache-blocks", int, None,
+             "per replica (default: room for ceil(tenants/replicas) system prompts)")):
+        p.add_argument(f"--{flag}", type=kind, default=default, help=help_text)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--replicas", type=int, default=3)
-    p.add_argument("--requests", type=int, default=120, help="requests per policy")
-    p.add_argument("--tenants", type=int, default=6)
-    p.add_argument("--rate", type=float, default=25.0, help="arrivals per second (Poisson)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="tiny-gpt")
-    p.add_argument("--system-tokens", type=int, default=200,
-                   help="tokens of each tenant's system prompt")
-    p.add_argument("--max-tokens", type=int, default=2)
-    p.add_argument("--prefix-cache-blocks", type=int, default=None,
-                   help="per replica (default: room for ceil(tenants/replicas) prompts)")
     p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
     args = p.parse_args(argv)
     try:
