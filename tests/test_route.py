@@ -228,5 +228,7 @@ def test_bench_route_json_has_every_key(capsys):
     assert out["prefix_vs_round_robin_ttft_p50"] == \
         out["prefix_aware"]["prefix_vs_round_robin_ttft_p50"]
     assert out["prefix_aware"]["prefix_hit_rate"] > 0           # the tenants' prompts repeat
-    for key in ("replicas", "requests", "tenants", "rate", "seed", "prefix_cache_blocks"):
+    for key in ("replicas", "requests", "tenants", "rate", "seed", "prefix_cache_blocks",
+                "round_robin_capacity_rps", "load"):
         assert key in out
+    assert out["rate"] == 20 and out["round_robin_capacity_rps"] is None   # a given rate
