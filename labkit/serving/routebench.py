@@ -231,7 +231,8 @@ def bench_route(replicas: int = 3, requests: int = 90, tenants: int = 6, seed: i
                 max_batch_size: int = 8, policies=POLICIES, threads: int = 1) -> dict:
     """Each policy of ``policies`` in front of the same ``replicas`` servers, on the same
     multi-tenant shared-prefix load (see the module docstring); every server and router is
-    started for it and always stopped.
+    started for it and always stopped. ``requests`` per policy, in two halves: the policies
+    run in turn, then again in reverse order, each half from emptied caches.
 
     ``prefix_cache_blocks`` (per replica) defaults to the blocks of ``ceil(tenants /
     replicas)`` system prompts plus half a prompt: room for the tenants a prefix-aware router
@@ -283,22 +284,40 @@ def bench_route(replicas: int = 3, requests: int = 90, tenants: int = 6, seed: i
             rate = load * capacity
         startup = time.perf_counter() - began
 
-        for policy, router in routers.items():
+        # two rounds, the second in reverse order (ABC then CBA), each with half the requests
+        # (the same arrivals for every policy): a machine that gets busier or quieter during
+        # the run then weighs on every policy alike, not on the one that happens to run first
+        order = list(routers) + list(reversed(routers))
+        halves = [requests - requests // 2, requests // 2]
+        merged = {p: {"result": LoadResult("open", rate, 0.0), "hits": 0.0, "queries": 0.0,
+                      "sent": [0] * replicas} for p in routers}
+        for step, policy in enumerate(order):
+            part = step // len(routers)
+            if halves[part] == 0:
+                continue
+            router, m = routers[policy], merged[policy]
             for url in urls:
                 httpx.post(url + "/reset_prefix_cache", timeout=30).raise_for_status()
             before = [_counters(u) for u in urls]
             sent0 = [router.metric("labkit_router_requests_total", {"replica": u})
                      for u in urls]                      # the capacity probe's, if any
-            result = shared_prefix_load(router.url, prompts, requests, rate, seed=seed,
-                                        max_tokens=max_tokens)
+            result = shared_prefix_load(router.url, prompts, halves[part], rate,
+                                        seed=seed + part, max_tokens=max_tokens)
             sent = [router.metric("labkit_router_requests_total", {"replica": u}) - n
                     for u, n in zip(urls, sent0, strict=True)]
-            router.stop()
             after = [_counters(u) for u in urls]
-            hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
-            queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
-            out[policy] = {**_summary(result, hits, queries),
-                           "requests_per_replica": [int(n) for n in sent]}
+            m["hits"] += sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+            m["queries"] += sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+            m["sent"] = [a + int(b) for a, b in zip(m["sent"], sent, strict=True)]
+            r = m["result"]
+            r.statuses += result.statuses
+            r.ttfts_s += result.ttfts_s
+            r.latencies_s += result.latencies_s
+            r.duration_s += result.duration_s
+            r.send_s = (0.0 if math.isnan(r.send_s) else r.send_s) + result.send_s
+        for policy, m in merged.items():
+            out[policy] = {**_summary(m["result"], m["hits"], m["queries"]),
+                           "requests_per_replica": m["sent"]}
     base = out.get("round_robin", {}).get("ttft_p50_ms")
     for summary in out.values():
         summary["prefix_vs_round_robin_ttft_p50"] = (summary["ttft_p50_ms"] / base
