@@ -36,8 +36,8 @@ __all__ = ["PrefixCache", "block_hashes", "BLOCK_SIZE", "CAPACITY_BLOCKS"]
 #: tokens per block (vLLM's default ``--block-size`` on GPUs is 16)
 BLOCK_SIZE = 16
 
-#: blocks the cache may hold by default
-CAPACITY_BLOCKS = 512
+#: blocks the cache may hold by default (ServerConfig.prefix_cache_blocks)
+CAPACITY_BLOCKS = 256
 
 #: the parent key of a prompt's first block
 _ROOT = b"labkit-prefix-cache-v1"

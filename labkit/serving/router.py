@@ -280,9 +280,16 @@ class Upstream:
                 writer.close()
 
 
+async def _disconnected(receive) -> None:
+    """Return when the client has hung up."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def create_router_app(urls: list[str], policy: str = "round_robin", **picker_options):
     """The router's ASGI application over the replicas at ``urls``: a plain ASGI handler for
     the routed paths (:data:`ROUTED`) in front of a FastAPI app for the others."""
+    import asyncio
     import contextlib
 
     import httpx
@@ -379,11 +386,15 @@ def create_router_app(urls: list[str], policy: str = "round_robin", **picker_opt
             out = [(k.encode(), headers[k].encode()) for k in _PASS_HEADERS if k in headers]
             await send({"type": "http.response.start", "status": status,
                         "headers": out + [(b"x-labkit-replica", url.encode())]})
+            gone = asyncio.ensure_future(_disconnected(receive))
             try:
                 async for chunk in stream:
+                    if gone.done():           # the client left: drop the replica's connection,
+                        return                # which aborts the request there
                     await send({"type": "http.response.body", "body": chunk,
                                 "more_body": True})
             finally:
+                gone.cancel()
                 await stream.aclose()
             await send({"type": "http.response.body", "body": b""})
         finally:
