@@ -1,15 +1,16 @@
 """Automatic prefix caching: the keys and values of a prompt's leading blocks, reused by later
 prompts that start the same way (vLLM's design).
 
-vLLM ("Automatic Prefix Caching", design docs, https://docs.vllm.ai/en/stable/design/prefix_caching.html,
-checked 2026-12-05) cuts every prompt into **blocks** of ``block_size`` tokens and gives each
-*full* block a key: the hash of its parent block's key and its own token ids. The key of block
-``i`` therefore names the whole prefix ``0 .. (i+1)*block_size``, and two prompts share the
-keys of exactly the blocks their common prefix covers. The cache maps key → that block's keys
-and values (every layer). A new prompt looks its blocks up in order and stops at the first miss;
-the hits are copied into its slot of the batch's KV cache and only the remaining tokens are
-prefilled. As in vLLM, at least the last prompt token is always computed (its logits give the
-first output token), so a fully cached prompt recomputes its last block.
+vLLM ("Automatic Prefix Caching", design docs,
+https://docs.vllm.ai/en/latest/design/prefix_caching/, checked 2026-12-05) cuts every
+prompt into **blocks** of ``block_size`` tokens and gives each *full* block a key: the hash of
+its parent block's key and its own token ids. The key of block ``i`` therefore names the whole
+prefix ``0 .. (i+1)*block_size``, and two prompts share the keys of exactly the blocks their
+common prefix covers. The cache maps key → that block's keys and values (every layer). A new
+prompt looks its blocks up in order and stops at the first miss; the hits are copied into its
+slot of the batch's KV cache and only the remaining tokens are prefilled. As in vLLM, at least
+the last prompt token is always computed (its logits give the first output token), so a fully
+cached prompt recomputes its last block.
 
 The cache is bounded (``capacity`` blocks, like a GPU's KV memory). Blocks a running sequence
 holds (it read them or wrote them) are pinned; a block no sequence holds may be evicted, the
