@@ -47,8 +47,9 @@ _ROOT = b"labkit-prefix-cache-v1"
 def block_hashes(token_ids, block_size: int = BLOCK_SIZE, limit: int | None = None
                  ) -> list[bytes]:
     """The keys of the full blocks of ``token_ids``: ``key[i] = sha256(key[i-1] || ids of
-    block i)`` (vLLM's chained block hash; vLLM's default hash is SHA-256 too). A trailing
-    partial block has no key. ``limit``: at most that many blocks."""
+    block i)`` (vLLM's chained block hash; SHA-256 is also vLLM's default
+    ``--prefix-caching-hash-algo``). A trailing partial block has no key. ``limit``: at most
+    that many blocks."""
     if not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
     n = len(token_ids) // block_size
