@@ -210,6 +210,10 @@ def _warm(path) -> None:
         storage.read_file(path, 4 * storage.MiB, cache="warm")
 
 
+#: The references read at most this much of the file (enough to leave the caches, and quick).
+REFERENCE_BYTES = 256 * 2**20
+
+
 def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2), *,
                      repeats: int = 3, workdir: str | os.PathLike | None = None) -> dict:
     """Measured load times of one safetensors file, cold and warm, with references.
@@ -219,7 +223,8 @@ def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2),
     destination buffer, faulted in before timing (as a streamer reuses its CPU buffer). Each cold (page cache dropped) and warm,
     ``repeats`` times, interleaved. References, measured in the same run: fio's sequential
     buffered 1 MiB read of the same file, cold (a Python read loop where fio is missing), and
-    a one-thread 1 MiB page-cache copy into an aligned buffer (warm). ``workdir``: where fio
+    a one-thread 1 MiB page-cache copy into an aligned buffer (warm), each over the first
+    :data:`REFERENCE_BYTES` of the file. ``workdir``: where fio
     writes its job file (default: a fresh scratch folder).
 
     Returns ``{"file_bytes", "rows", "cold_ok", "cached_after_drop", "ref_cold_MBps",
@@ -254,16 +259,18 @@ def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2),
                 tensors = load()
                 times[(name, cache)].append(time.perf_counter() - t0)
                 del tensors
-    ref_warm = storage.read_file(path, storage.MiB, cache="warm").MBps
+    ref_bytes = min(size, REFERENCE_BYTES)
+    ref_warm = storage.read_file(path, storage.MiB, cache="warm", limit_bytes=ref_bytes).MBps
     fio = None
     if storage.fio_path() is not None and size >= storage.MiB:
         with storage.scratch_dir(16 * storage.MiB, workdir, prefix="labkit-delivery-") as d:
             fio = storage.fio_seq_read(path, storage.MiB, cache="cold", method="buffered",
-                                       workdir=d)
+                                       size=ref_bytes, workdir=d)
     if fio is not None:
         ref_cold, source = fio.MBps, "fio, 1 MiB sequential, buffered, QD1"
     else:
-        ref_cold = storage.read_file(path, storage.MiB, cache="cold", method="buffered").MBps
+        ref_cold = storage.read_file(path, storage.MiB, cache="cold", method="buffered",
+                                     limit_bytes=ref_bytes).MBps
         source = "Python 1 MiB read loop (fio not installed, or the file is under 1 MiB)"
     rows = []
     for (name, cache), secs in times.items():
