@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -215,7 +216,8 @@ REFERENCE_BYTES = 256 * 2**20
 
 
 def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2), *,
-                     repeats: int = 3, workdir: str | os.PathLike | None = None) -> dict:
+                     repeats: int = 3, workdir: str | os.PathLike | None = None,
+                     private_copy: bool = False) -> dict:
     """Measured load times of one safetensors file, cold and warm, with references.
 
     Methods: ``read, N thread(s)`` (:func:`load_parallel`) for each N in ``threads``, and
@@ -231,11 +233,22 @@ def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2),
     "ref_cold_source", "ref_warm_MBps"}``; each row has ``method``, ``cache``, ``seconds``
     (a :class:`labkit.storage.Stats`), ``MBps`` (median) and ``of_reference``. When the page
     cache cannot be dropped, ``cold_ok`` is False and the "cold" rows are not cold.
+
+    ``private_copy=True`` measures a byte-identical copy in a scratch folder (free space
+    checked first, removed afterwards; ``copied_from`` names the original): on a shared
+    machine another process may be reading the original, which refills its page cache.
     """
     if repeats < 1 or not threads or min(threads) < 1:
         raise ValueError("need repeats >= 1 and threads a non-empty tuple of counts >= 1")
     path = Path(path)
     size = path.stat().st_size
+    if private_copy:
+        with storage.scratch_dir(size, workdir, prefix="labkit-delivery-") as folder:
+            copy = folder / path.name
+            shutil.copyfile(path, copy)
+            result = measure_delivery(copy, threads, repeats=repeats, workdir=folder)
+        result["copied_from"] = str(path)
+        return result
     buf = storage.aligned_buffer(size)                 # reused by every read, faulted in once
     memoryview(buf)[::4096] = bytes(len(range(0, size, 4096)))
     methods = {f"read, {n} thread{'s' if n > 1 else ''}":

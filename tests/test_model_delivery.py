@@ -126,3 +126,11 @@ def test_sources_name_every_cited_field():
     assert set(md.CITED) <= fields
     assert all(s["retrieved"] == "2026-12-05" and s["url"].startswith("https://") for s in md.SOURCES)
     json.dumps(md.SOURCES)
+
+
+def test_measure_delivery_on_a_private_copy_cleans_up(st_file, tmp_path):
+    path, _ = st_file
+    work = tmp_path / "work"
+    res = md.measure_delivery(path, (1,), repeats=1, workdir=work, private_copy=True)
+    assert res["copied_from"] == str(path) and res["file_bytes"] == path.stat().st_size
+    assert not work.exists() or list(work.iterdir()) == []
