@@ -44,3 +44,73 @@ def strict_book(repo_root, tmp_path_factory):
     result = strict_build(repo_root, out, execute="off")
     return SimpleNamespace(returncode=result.returncode, log=result.stdout + result.stderr,
                            html=out / "_build" / "html")
+
+
+# --- The notebook run is also the student run -------------------------------------------------
+# nbval executes each instructor notebook once. Each solution is run the way the student edition
+# meets it: first the student's stub, at that cell, must raise exactly NotImplementedError(title)
+# (a learner who runs it unfilled is stopped there, with the exercise's name); then a *minimal*
+# answer runs in its place, the instructor's solution executed in a copy of the namespace of
+# which only the names the task asks for come back. Every other cell is the student notebook's
+# own (tests/test_student.py proves statically that they are the same cells, unchanged, in
+# order). So one `make test` proves each student notebook fails exactly at its stubs and, with
+# minimal answers, runs to the end, at no extra kernel time. LABKIT_NBVAL_AS_WRITTEN=1 runs the
+# instructor notebooks exactly as written instead.
+AS_WRITTEN_ENV = "LABKIT_NBVAL_AS_WRITTEN"
+
+_STUB_CHECK = """\
+# The student edition's stub for {title!r}, then a minimal answer (tests/conftest.py).
+def _labkit_stub_fails_here(source, title):
+    try:
+        exec(compile(source, "<stub>", "exec"), dict(globals()))
+    except NotImplementedError as exc:
+        if exc.args == (title,):
+            return
+        raise AssertionError(f"the stub of {{title!r}} raised NotImplementedError{{exc.args!r}}, "
+                             f"not its title") from exc
+    raise AssertionError(f"the student stub of {{title!r}} did not raise NotImplementedError")
+_labkit_stub_fails_here({source!r}, {title!r})
+del _labkit_stub_fails_here
+"""
+
+
+def student_run_source(stub) -> str:
+    """Kernel code for the first solution cell of ``stub``: its stub fails, a minimal answer runs."""
+    import make_student as ms
+
+    return _STUB_CHECK.format(source=stub.source, title=stub.title) + ms.minimal_answer_source(stub)
+
+
+def _as_student_run(notebook_file) -> None:
+    """Rewrite the solution cells of the notebook nbval collected (in memory only)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_student as ms
+
+    cells = notebook_file.nb.cells
+    _, stubs = ms.studentize(notebook_file.nb, Path(str(notebook_file.fspath)).stem)
+    start = 0
+    for stub in stubs:
+        for n, solution in enumerate(stub.solution):
+            index = next((i for i in range(start, len(cells)) if cells[i].cell_type == "code"
+                          and cells[i].source == solution), None)
+            if index is None:
+                raise RuntimeError(f"{notebook_file.fspath}: the solution of {stub.title!r} was "
+                                   "not found in order; make_student and the notebook disagree")
+            cells[index].source = (student_run_source(stub) if n == 0 else
+                                   f"pass  # part of the solution of {stub.title!r}, run above")
+            start = index + 1
+
+
+def pytest_collection_modifyitems(session, config, items):
+    import os
+
+    if os.environ.get(AS_WRITTEN_ENV):
+        return
+    done = set()
+    for item in items:
+        parent = item.parent
+        if type(item).__name__ == "IPyNbCell" and id(parent) not in done:
+            done.add(id(parent))
+            _as_student_run(parent)
