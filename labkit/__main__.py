@@ -1,4 +1,5 @@
-"""Command line of the course: ``python -m labkit doctor`` and ``python -m labkit bench NAME``.
+"""Command line of the course: ``python -m labkit doctor``, ``python -m labkit bench NAME``,
+``python -m labkit serve`` and ``python -m labkit route``.
 
 Each benchmark lives in the module that owns its machinery and is registered in
 :data:`BENCHES` as ``"module:function"``; the function takes the remaining arguments
@@ -18,6 +19,7 @@ BENCHES: dict[str, str] = {
     "quant": "labkit.quant:bench_quant_cli",
     "storage": "labkit.storage:bench_storage_cli",
     "serve": "labkit.serving.bench:bench_serve_cli",
+    "route": "labkit.serving.routebench:bench_route_cli",
 }
 
 
@@ -54,11 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("name", help=f"one of: {', '.join(sorted(BENCHES))}")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark (try --help)")
     sub.add_parser("serve", help="run the course's inference server (try `serve --help`)")
+    sub.add_parser("route", help="route requests over replicas of the server (try `route --help`)")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
         from labkit.serving.process import serve_cli
 
         return serve_cli(argv[1:])
+    if argv[:1] == ["route"]:
+        from labkit.serving.router import route_cli
+
+        return route_cli(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from labkit import doctor as doctor_module

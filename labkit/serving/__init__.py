@@ -12,6 +12,10 @@ module                         what it holds
 :mod:`~.process`               ``python -m labkit serve`` and :class:`ServerProcess`
 :mod:`~.loadgen`               the load generators: closed loop, open loop, flood
 :mod:`~.bench`                 ``python -m labkit bench serve``
+:mod:`~.prefix_cache`          automatic prefix caching: hashed KV blocks reused across prompts
+:mod:`~.router`                ``python -m labkit route``: round-robin, least outstanding,
+                               prefix-aware routing over replicas
+:mod:`~.routebench`            ``python -m labkit bench route`` and the prefix-cache TTFT bench
 =============================  ================================================================
 
 The design is vLLM V1's: the HTTP front end and the engine are separate processes that exchange
@@ -38,6 +42,10 @@ _NAMES = {
     "LoadResult": "loadgen", "FloodResult": "loadgen", "closed_loop": "loadgen",
     "open_loop": "loadgen", "flood": "loadgen", "percentile": "loadgen",
     "bench_serve": "bench", "bench_serve_cli": "bench", "bench_flood": "bench",
+    "PrefixCache": "prefix_cache", "block_hashes": "prefix_cache",
+    "POLICIES": "router", "Picker": "router", "start_router": "router", "route_cli": "router",
+    "RouterProcess": "router", "bench_route": "router",
+    "bench_route_cli": "routebench", "bench_prefix_cache": "routebench",
 }
 
 __all__ = sorted(_NAMES)

@@ -61,6 +61,7 @@ class Sequence:
     final_only: bool = False               # not streamed: one event at the end (vLLM's FINAL_ONLY)
     held: str = ""                         # final_only: the text not yet handed out
     first_token_at: float | None = None    # time.monotonic() of its first token
+    blocks: list = field(default_factory=list)   # prefix-cache blocks it pins
 
 
 def sample(logits, temperature: float, top_p: float, generator) -> int:
@@ -109,6 +110,11 @@ class Scheduler:
         self.batches = 0                    # dynamic batching: batches started
         self.slot_uses = [0] * self.slots   # sequences admitted per slot
         self.eos = model.tokenizer.eos_id
+        self.prefix = None
+        if getattr(config, "enable_prefix_caching", False):
+            from labkit.serving.prefix_cache import PrefixCache
+
+            self.prefix = PrefixCache(config.block_size, config.prefix_cache_blocks)
 
     # -- requests ----------------------------------------------------------------------------
     def add(self, seq: Sequence) -> int:
@@ -176,7 +182,8 @@ class Scheduler:
         from labkit.models import num_threads
 
         events: list = []
-        observed = {"batch_sizes": [], "queue_times": []}
+        observed = {"batch_sizes": [], "queue_times": [], "prefix_queries": 0,
+                    "prefix_hits": 0}
         try:
             with torch.inference_mode(), num_threads(self.config.threads):
                 if self.cache is None:
@@ -192,6 +199,7 @@ class Scheduler:
                     q for q in self.waiting if q.slot is not None]:
                 events.append(("err", seq.rid, 500, f"generation failed: {err}"))
                 self.by_rid.pop(seq.rid, None)
+                self._unpin(seq)
             self.waiting = [q for q in self.waiting if q.slot is None]
             self.running.clear()
             self.cache = None
@@ -224,7 +232,7 @@ class Scheduler:
             self.running[seq.slot] = seq
             self.slot_uses[seq.slot] += 1
             observed["queue_times"].append(max(0.0, now - seq.arrival))
-            logits.append(self.model.net.prefill_slot(seq.prompt_ids, self.cache, seq.slot))
+            logits.append(self._prefill(seq, observed))
             if seq.temperature > 0:
                 seq.generator = torch.Generator().manual_seed(
                     seq.seed if seq.seed is not None
@@ -234,6 +242,41 @@ class Scheduler:
             self.batches += 1
             observed["batch_sizes"].append(len(admitted))
         self._hand_out(admitted, torch.stack(logits), events)
+
+    def _prefill(self, seq: Sequence, observed: dict):
+        """Prefill ``seq`` into its slot: logits ``[vocab]`` of its first token. With prefix
+        caching, the cached blocks of its prompt are copied into the slot and only the rest
+        is computed; its new full blocks are then cached (:mod:`~.prefix_cache`)."""
+        import torch
+
+        net, cache, slot = self.model.net, self.cache, seq.slot
+        if self.prefix is None:
+            return net.prefill_slot(seq.prompt_ids, cache, slot)
+        hit, seq.blocks = self.prefix.lookup(seq.prompt_ids)
+        observed["prefix_queries"] += len(seq.prompt_ids)
+        observed["prefix_hits"] += hit
+        if hit == 0:
+            logits = net.prefill_slot(seq.prompt_ids, cache, slot)
+        else:
+            self.prefix.load(seq.blocks, cache, slot)
+            view = cache.view(slot)
+            rest = torch.as_tensor(seq.prompt_ids[hit:], dtype=torch.long,
+                                   device=cache.keys[0].device).view(1, -1)
+            logits = net(rest, view, last_only=True)[0, -1]
+            cache.lengths[slot] = view.length
+        seq.blocks += self.prefix.store(seq.prompt_ids, cache, slot,
+                                        hit // self.prefix.block_size)
+        return logits
+
+    def reset_prefix_cache(self) -> bool:
+        """Drop the cached blocks no running sequence holds (vLLM's ``/reset_prefix_cache``);
+        True when the cache is now empty (also when prefix caching is off)."""
+        return self.prefix.reset() if self.prefix is not None else True
+
+    def _unpin(self, seq: Sequence) -> None:
+        if self.prefix is not None and seq.blocks:
+            self.prefix.release(seq.blocks)
+        seq.blocks = []
 
     def _decode(self, events: list, observed: dict) -> None:
         import torch
@@ -301,4 +344,5 @@ class Scheduler:
         seq = self.running.pop(slot, None)
         if seq is not None:
             seq.slot = None
+            self._unpin(seq)
         self.cache.release(slot)

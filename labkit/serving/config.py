@@ -49,6 +49,12 @@ class ServerConfig:
             joins and leaves the batch at every decode step, vLLM-style).
         engine: ``"process"`` (the engine in its own process, the default) or ``"thread"``
             (in a thread of the HTTP process, sharing its GIL).
+        enable_prefix_caching: reuse the keys and values of prompt blocks seen before
+            (:mod:`labkit.serving.prefix_cache`; on by default, as in vLLM V1; vLLM's
+            ``--enable-prefix-caching`` / ``--no-enable-prefix-caching``).
+        block_size: tokens per prefix-cache block (vLLM's ``--block-size``).
+        prefix_cache_blocks: most blocks the prefix cache holds (least recently used blocks
+            no running sequence holds are evicted first); the stand-in for a GPU's KV memory.
     """
 
     model: str = "tiny-gpt"
@@ -66,6 +72,9 @@ class ServerConfig:
     shutdown_timeout_s: float = 30.0
     batching: str = "dynamic"
     engine: str = "process"
+    enable_prefix_caching: bool = True
+    block_size: int = 16
+    prefix_cache_blocks: int = 512
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -79,7 +88,7 @@ class ServerConfig:
             raise ValueError("served_model_name must be a non-empty string")
         for name in ("max_batch_size", "max_queue_size", "max_tokens_default",
                      "max_tokens_limit", "max_prompt_chars", "max_body_bytes", "max_n",
-                     "threads"):
+                     "threads", "block_size", "prefix_cache_blocks"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -87,6 +96,9 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.enable_prefix_caching, bool):
+            raise ValueError(f"enable_prefix_caching must be True or False, got "
+                             f"{self.enable_prefix_caching!r}")
         if self.max_tokens_default > self.max_tokens_limit:
             raise ValueError("max_tokens_default must not exceed max_tokens_limit")
 

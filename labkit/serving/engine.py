@@ -5,7 +5,7 @@ from the HTTP front end and the two exchange messages over ZeroMQ sockets (``ipc
 a private 0700 folder; pickled Python tuples, both ends are this package):
 
 - front end → engine (PUSH → PULL): ``("add", rid, request)``, ``("abort", rid)``,
-  ``("shutdown",)``;
+  ``("reset_prefix_cache",)``, ``("shutdown",)``;
 - engine → front end (PUSH → PULL): ``(events, stats)`` after each batch of work. Events are
   ``("ready", info)``, ``("ack", rid, prompt_tokens)``, ``("err", rid, status, message)``,
   ``("tok", rid, text, finish_reason, n_tokens, first_token_at)`` (one per token when the
@@ -116,6 +116,8 @@ def run_engine(config: ServerConfig, in_addr: str, out_addr: str, *, model=None,
                                                             f"{err}"))
                     elif msg[0] == "abort":
                         sched.abort(msg[1])
+                    elif msg[0] == "reset_prefix_cache":
+                        sched.reset_prefix_cache()
                     elif msg[0] == "shutdown":
                         stopping = True
             observed = {}
@@ -123,7 +125,8 @@ def run_engine(config: ServerConfig, in_addr: str, out_addr: str, *, model=None,
                 step_events, observed = sched.step()
                 events += step_events
             stats = sched.stats()
-            if events or observed.get("batch_sizes") or stats != last:
+            if events or observed.get("batch_sizes") or observed.get("prefix_queries") \
+                    or stats != last:
                 push.send_pyobj((events, {**stats, **observed}))   # gauges never go stale
                 last = stats
             if stopping and not sched.has_unfinished():
@@ -250,6 +253,13 @@ class EngineClient:
         self.unacked.add(rid)
         await self._push.send_pyobj(("add", rid, request))
         return rid
+
+    async def reset_prefix_cache(self) -> None:
+        """Ask the engine to drop its cached prefix blocks (those no running sequence holds);
+        requests sent after this call see the emptied cache (the socket keeps the order)."""
+        if self.dead:
+            raise EngineDead(self.dead)
+        await self._push.send_pyobj(("reset_prefix_cache",))
 
     def abort(self, rid: str) -> None:
         """Forget ``rid`` and tell the engine to drop it (fire and forget)."""

@@ -7,7 +7,9 @@ answers. Routes:
 
 - ``GET /healthz`` (liveness: the process answers), ``GET /readyz`` (readiness: 503 until the
   engine has loaded the model, and again once it is gone), ``GET /metrics`` (Prometheus text,
-  vLLM's names: :mod:`labkit.serving.metrics`), ``GET /v1/models``;
+  vLLM's names: :mod:`labkit.serving.metrics`), ``GET /v1/models``, ``POST
+  /reset_prefix_cache`` (drop the engine's cached prefix blocks, as vLLM's endpoint of that
+  name; requests sent after it see an empty cache);
 - ``POST /v1/completions`` and ``POST /v1/chat/completions``, plain or streamed as
   server-sent events, with a last usage chunk when ``stream_options.include_usage`` is set.
 
@@ -170,7 +172,18 @@ def create_app(config: ServerConfig | None = None, model=None, *, on_engine_deat
                 "engine": config.engine if model is None else "thread",
                 "engine_pid": engine.info.get("pid"), "max_batch_size": config.max_batch_size,
                 "max_queue_delay_ms": config.max_queue_delay_ms,
-                "max_queue_size": config.max_queue_size}
+                "max_queue_size": config.max_queue_size,
+                "enable_prefix_caching": config.enable_prefix_caching,
+                "prefix_cache_blocks": config.prefix_cache_blocks,
+                "block_size": config.block_size}
+
+    @app.post("/reset_prefix_cache")
+    async def reset_prefix_cache(request: Request):
+        engine: EngineClient = request.app.state.engine
+        if engine.dead or not engine.ready:
+            return JSONResponse({"status": "engine not ready"}, status_code=503)
+        await engine.reset_prefix_cache()
+        return {"status": "ok"}
 
     @app.get("/metrics")
     async def metrics_endpoint():

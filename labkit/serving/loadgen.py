@@ -50,7 +50,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 __all__ = ["LoadResult", "FloodResult", "closed_loop", "open_loop", "flood", "percentile",
-           "MAX_REQUESTS"]
+           "MAX_REQUESTS", "run_coroutine"]
 
 #: hard cap on the requests of one run, whatever the arguments
 MAX_REQUESTS = 20_000
@@ -203,6 +203,9 @@ def _run(coro):
         raise box["error"]
     return box["value"]
 
+
+#: public name of :func:`_run`, for the other load generators of the package
+run_coroutine = _run
 
 #: what counts as a failed request rather than a bug: network errors and timeouts
 NETWORK_ERRORS = (OSError, asyncio.TimeoutError)

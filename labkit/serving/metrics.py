@@ -28,6 +28,8 @@ VLLM_METRICS = {
     "vllm:request_success_total": "counter",
     "vllm:prompt_tokens_total": "counter",
     "vllm:generation_tokens_total": "counter",
+    "vllm:prefix_cache_queries_total": "counter",
+    "vllm:prefix_cache_hits_total": "counter",
 }
 
 # vLLM's buckets (loggers.py at the commit above)
@@ -84,6 +86,13 @@ class Metrics:
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens",
                                          "Number of generation tokens processed.")
+        # in tokens, as vLLM V1 counts them ("Prefix cache queries, in terms of number of
+        # queried tokens" / "... hits, in terms of number of cached tokens": loggers.py at the
+        # commit above, which also still exports the deprecated vllm:gpu_prefix_cache_*)
+        self.prefix_queries = counter("vllm:prefix_cache_queries", "Prefix cache queries, in "
+                                      "terms of number of queried tokens.")
+        self.prefix_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of "
+                                   "number of cached tokens.")
         # the course's own, no vLLM counterpart
         self.requests = Counter("labkit_requests", "HTTP answers of the completion endpoints "
                                 "by status (429 and 503 included)", ["status"], registry=r)
@@ -104,6 +113,9 @@ class Metrics:
             self.batch_size.observe(size)
         for seconds in stats.get("queue_times", ()):
             self.queue_time.observe(seconds)
+        if stats.get("prefix_queries"):
+            self.prefix_queries.inc(stats["prefix_queries"])
+            self.prefix_hits.inc(stats.get("prefix_hits", 0))
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

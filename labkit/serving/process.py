@@ -35,10 +35,10 @@ from labkit.serving.config import BATCHING, ENGINES, MODELS, ServerConfig
 
 __all__ = ["serve", "serve_cli", "ServerProcess", "start_server", "free_port", "option_flags",
            "sweep_logs", "switch_interval_s", "LOG_PREFIX", "EXPOSED_WARNING",
-           "SWITCH_INTERVAL_S"]
+           "SWITCH_INTERVAL_S", "watch_parent", "NEGATABLE"]
 
 
-def _watch_parent(parent: int) -> None:
+def watch_parent(parent: int) -> None:
     """Stop this server (SIGTERM, graceful) when the process that started it is gone."""
     while True:
         time.sleep(0.5)
@@ -116,7 +116,7 @@ def _run_uvicorn(config, host, port, exit_with_parent, log_level) -> int:
     from labkit.serving.frontend import create_app
 
     if exit_with_parent:
-        threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+        threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
     died: list[str] = []
     holder: dict = {}
 
@@ -149,12 +149,22 @@ def _parser() -> argparse.ArgumentParser:
                         "to every machine that can reach this one (in a Pod, what a Service "
                         "needs; put a NetworkPolicy in front of it)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--engine", choices=ENGINES, default=d.engine,
-                   help="process: the engine runs in its own process, as in vLLM V1 (default); "
-                        "thread: in a thread of the HTTP process (the single-process design)")
-    p.add_argument("--batching", choices=BATCHING, default=d.batching,
-                   help="dynamic: whole batches, Triton-style (default); continuous: requests "
-                        "join and leave the batch at every decode step, vLLM-style")
+    for flag, choices, help_text in (
+            ("engine", ENGINES, "process: the engine runs in its own process, as in vLLM V1 "
+                                "(default); thread: in a thread of the HTTP process (the "
+                                "single-process design)"),
+            ("batching", BATCHING, "dynamic: whole batches, Triton-style (default); "
+                                   "continuous: requests join and leave the batch at every "
+                                   "decode step, vLLM-style")):
+        p.add_argument(f"--{flag}", choices=choices, default=getattr(d, flag), help=help_text)
+    p.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
+                   default=d.enable_prefix_caching,
+                   help="reuse the KV blocks of prompt prefixes seen before (default on, as in "
+                        "vLLM V1; --no-enable-prefix-caching turns it off)")
+    p.add_argument("--block-size", type=int, default=d.block_size,
+                   help="tokens per prefix-cache block")
+    p.add_argument("--prefix-cache-blocks", type=int, default=d.prefix_cache_blocks,
+                   help="most blocks the prefix cache holds (LRU eviction)")
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
                    help="most sequences decoded together; 1 turns batching off (continuous: "
                         "the number of slots)")
@@ -186,7 +196,10 @@ def serve_cli(argv: list[str]) -> int:
                               max_tokens_limit=args.max_tokens_limit,
                               max_prompt_chars=args.max_prompt_chars,
                               request_timeout_s=args.request_timeout_s, threads=args.threads,
-                              max_tokens_default=min(16, args.max_tokens_limit))
+                              max_tokens_default=min(16, args.max_tokens_limit),
+                              enable_prefix_caching=args.enable_prefix_caching,
+                              block_size=args.block_size,
+                              prefix_cache_blocks=args.prefix_cache_blocks)
         interval = switch_interval_s()
     except ValueError as err:
         print(f"labkit serve: {err}", file=sys.stderr)
@@ -208,15 +221,26 @@ _LIVE: weakref.WeakSet = weakref.WeakSet()
 LOG_PREFIX = "labkit-serve-"
 
 
+#: options whose flag has a ``--no-`` form (argparse.BooleanOptionalAction), on by default
+NEGATABLE = ("enable_prefix_caching",)
+
+
 def option_flags(options: dict) -> list[str]:
     """Command-line flags for ``python -m labkit serve`` from keyword options:
     ``max_batch_size=4`` → ``--max-batch-size 4``; ``True`` → the bare flag; ``False`` or
-    ``None`` → nothing (argparse's ``store_true`` flags take no value)."""
+    ``None`` → nothing (argparse's ``store_true`` flags take no value), except for the
+    options of :data:`NEGATABLE`: ``enable_prefix_caching=False`` →
+    ``--no-enable-prefix-caching``; a list → the flag once per item."""
     flags = []
     for key, value in options.items():
         flag = f"--{key.replace('_', '-')}"
         if value is True:
             flags.append(flag)
+        elif value is False and key in NEGATABLE:
+            flags.append(f"--no-{key.replace('_', '-')}")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                flags += [flag, str(item)]
         elif value is not False and value is not None:
             flags += [flag, str(value)]
     return flags
@@ -259,6 +283,9 @@ class ServerProcess:
     Attributes: ``url`` (``http://127.0.0.1:PORT``), ``port``, ``pid``, ``options``.
     """
 
+    #: the ``python -m labkit`` command it runs (a subclass runs ``route``)
+    COMMAND = "serve"
+
     def __init__(self, port: int | None = None, **options) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -283,7 +310,7 @@ class ServerProcess:
         from labkit.scratch import scratch_dir
 
         options = {"exit_with_parent": True, **self.options}
-        cmd = [sys.executable, "-m", "labkit", "serve", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "labkit", self.COMMAND, "--port", str(self.port),
                *option_flags(options)]
         sweep_logs()
         self._scratch = contextlib.ExitStack()
@@ -403,7 +430,7 @@ class ServerProcess:
 
     def __repr__(self) -> str:
         state = "running" if self.running() else "stopped"
-        return f"ServerProcess({self.url}, pid {self.pid}, {state}, {self.options})"
+        return f"{type(self).__name__}({self.url}, pid {self.pid}, {state}, {self.options})"
 
 
 @atexit.register

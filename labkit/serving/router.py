@@ -1,0 +1,400 @@
+"""A small router in front of N replicas of the server: ``python -m labkit route``.
+
+API (what Lab 7 uses):
+
+- ``python -m labkit route --replica URL --replica URL ... --policy POLICY [--port N]``: an
+  HTTP reverse proxy for ``POST /v1/completions`` and ``POST /v1/chat/completions`` (streamed
+  answers pass through as they come), ``GET /v1/models`` (from the first replica that
+  answers), ``GET /healthz``, ``GET /readyz`` and its own ``GET /metrics``
+  (``labkit_router_requests_total{replica=URL}``, ``labkit_router_outstanding{replica=URL}``,
+  ``labkit_router_prefix_matched_blocks_total{replica=URL}``).
+- :data:`POLICIES`: ``"round_robin"`` (what a Kubernetes Service gives: kube-proxy spreads
+  connections without looking at them), ``"least_outstanding"`` (the replica with the fewest
+  requests in flight), ``"prefix_aware"`` (what the Gateway API Inference Extension's endpoint
+  picker with its prefix-cache scorer, and llm-d's scheduler, do: see :class:`Picker`).
+- :func:`start_router` ``(urls, policy, port=None)``: context manager; starts the router as a
+  subprocess on 127.0.0.1 and returns an object with ``.url`` (a
+  :class:`~labkit.serving.process.ServerProcess`: always stopped, no process left behind).
+- :class:`Picker`: the policies alone, no HTTP (deterministic; what the unit tests drive).
+- :func:`bench_route` ``(replicas=3, requests=..., tenants=..., seed=0, ...) -> dict`` and
+  ``python -m labkit bench route --json`` (:mod:`labkit.serving.routebench`): one JSON object
+  with keys ``round_robin``, ``least_outstanding``, ``prefix_aware``, each an object with
+  ``ttft_p50_ms``, ``ttft_p95_ms``, ``ttft_mean_ms``, ``req_per_s``, ``prefix_hit_rate``
+  (hit tokens / queried tokens, from the replicas' ``vllm:prefix_cache_*`` counters),
+  ``prefix_vs_round_robin_ttft_p50`` (that policy's p50 / round-robin's), ``requests_per_replica``
+  and ``errors``; top level ``prefix_vs_round_robin_ttft_p50`` (prefix-aware's) and the load
+  parameters (``replicas``, ``requests``, ``tenants``, ``rate``, ``seed``, ...).
+
+Imports :mod:`labkit.serving.process` (to run itself as a subprocess); the proxy needs
+FastAPI/uvicorn and httpx, imported when it runs.
+"""
+
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+from collections import OrderedDict
+
+from labkit.serving.process import ServerProcess
+
+__all__ = ["POLICIES", "Picker", "prompt_text", "prefix_hashes", "create_router_app",
+           "route", "route_cli", "RouterProcess", "start_router", "bench_route",
+           "BLOCK_CHARS", "TABLE_BLOCKS", "MAX_IMBALANCE"]
+
+#: routing policies
+POLICIES = ("round_robin", "least_outstanding", "prefix_aware")
+
+#: characters per hashed prompt block. The Inference Extension's prefix-cache scorer hashes
+#: the prompt in blocks of characters, not tokens (the router has no tokenizer): its
+#: ``hashBlockSize`` default is 64 (gateway-api-inference-extension, prefix plugin)
+BLOCK_CHARS = 64
+
+#: block hashes the router remembers per replica (an LRU table: an approximation of what the
+#: replica's cache holds, kept from what the router sent there, never asked from the replica)
+TABLE_BLOCKS = 4096
+
+#: prefix_aware: a replica is a candidate only while its requests in flight are at most this
+#: many above the least loaded replica's (the load-balancing guard of prefix-aware routers)
+MAX_IMBALANCE = 4
+
+
+def prompt_text(body: dict) -> str:
+    """The text a request's prefix is hashed from: ``prompt`` (a string, or the first of a
+    list), or the chat ``messages`` as ``role: content`` lines."""
+    if not isinstance(body, dict):
+        return ""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        prompt = prompt[0] if prompt else ""
+    if isinstance(prompt, str):
+        return prompt
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return "".join(f"{m.get('role', '')}: {m.get('content', '')}\n"
+                       for m in messages if isinstance(m, dict))
+    return ""
+
+
+def prefix_hashes(text: str, block_chars: int = BLOCK_CHARS, max_blocks: int = 256
+                  ) -> list[bytes]:
+    """Chained hashes of the full ``block_chars``-character blocks of ``text`` (block ``i``'s
+    hash covers the whole prefix up to its end), at most ``max_blocks`` (the extension's
+    ``maxPrefixBlocksToMatch`` is 256 too)."""
+    data = text.encode("utf-8")
+    out, parent = [], b""
+    for i in range(min(len(data) // block_chars, max_blocks)):
+        parent = hashlib.sha256(parent + data[i * block_chars:(i + 1) * block_chars]).digest()
+        out.append(parent)
+    return out
+
+
+class Picker:
+    """Chooses a replica for each request; counts requests in flight.
+
+    Args:
+        replicas: how many replicas (indexes ``0 .. replicas-1``).
+        policy: one of :data:`POLICIES`.
+        block_chars, table_blocks: prefix_aware: block size of the hashes, and how many the
+            router remembers per replica (least recently used forgotten first).
+        max_imbalance: prefix_aware: see :data:`MAX_IMBALANCE`.
+
+    :meth:`pick` returns an index and counts it in flight; call :meth:`done` when its answer
+    has ended. Ties are broken by fewer requests in flight, then fewer requests sent, then the
+    lowest index, so a given sequence of calls always gives the same choices.
+
+    ``prefix_aware``: the router hashes the prompt's blocks and, for every replica, counts the
+    leading blocks found in the table of hashes it has sent there; among the replicas whose
+    load is within ``max_imbalance`` of the least loaded, it picks the longest match. The
+    request's hashes then go into the chosen replica's table. A new prefix (no match anywhere)
+    goes to the least loaded replica, and stays there while its traffic does not overload it.
+    """
+
+    def __init__(self, replicas: int, policy: str = "round_robin", *,
+                 block_chars: int = BLOCK_CHARS, table_blocks: int = TABLE_BLOCKS,
+                 max_imbalance: int = MAX_IMBALANCE) -> None:
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas must be an integer >= 1, got {replicas!r}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
+        for name, value in (("block_chars", block_chars), ("table_blocks", table_blocks)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(max_imbalance, bool) or not isinstance(max_imbalance, int) \
+                or max_imbalance < 0:
+            raise ValueError(f"max_imbalance must be an integer >= 0, got {max_imbalance!r}")
+        self.n, self.policy = replicas, policy
+        self.block_chars, self.table_blocks = block_chars, table_blocks
+        self.max_imbalance = max_imbalance
+        self.outstanding = [0] * replicas
+        self.sent = [0] * replicas
+        self.matched = [0] * replicas           # prefix_aware: blocks matched, per replica
+        self.tables: list[OrderedDict] = [OrderedDict() for _ in range(replicas)]
+        self._next = itertools.cycle(range(replicas))
+
+    def match(self, replica: int, hashes: list[bytes]) -> int:
+        """Leading blocks of ``hashes`` the router has sent to ``replica`` (and remembers)."""
+        table, n = self.tables[replica], 0
+        for h in hashes:
+            if h not in table:
+                break
+            n += 1
+        return n
+
+    def _key(self, i: int) -> tuple:
+        return (self.outstanding[i], self.sent[i], i)
+
+    def pick(self, text: str = "") -> int:
+        """The replica for a request whose prompt is ``text``; counted in flight."""
+        if self.policy == "round_robin":
+            choice = next(self._next)
+        elif self.policy == "least_outstanding":
+            choice = min(range(self.n), key=self._key)
+        else:
+            hashes = prefix_hashes(text, self.block_chars)
+            least = min(self.outstanding)
+            candidates = [i for i in range(self.n)
+                          if self.outstanding[i] <= least + self.max_imbalance]
+            matches = {i: self.match(i, hashes) for i in candidates}
+            choice = min(candidates, key=lambda i: (-matches[i], *self._key(i)))
+            self.matched[choice] += matches[choice]
+            table = self.tables[choice]
+            for h in hashes:
+                table[h] = True
+                table.move_to_end(h)
+            while len(table) > self.table_blocks:
+                table.popitem(last=False)
+        self.outstanding[choice] += 1
+        self.sent[choice] += 1
+        return choice
+
+    def done(self, replica: int) -> None:
+        """The request sent to ``replica`` has ended (answered, failed or abandoned)."""
+        if self.outstanding[replica] > 0:
+            self.outstanding[replica] -= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# the proxy
+# ----------------------------------------------------------------------------------------------
+_PASS_HEADERS = ("content-type", "retry-after", "cache-control")
+
+
+def _error(status: int, message: str) -> dict:
+    return {"error": {"message": message, "type": "router_error", "param": None,
+                      "code": status}}
+
+
+def create_router_app(urls: list[str], policy: str = "round_robin", **picker_options):
+    """The router's ASGI application (FastAPI) over the replicas at ``urls``."""
+    import contextlib
+
+    import httpx
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+    urls = _check_urls(urls)
+    picker = Picker(len(urls), policy, **picker_options)
+    registry = CollectorRegistry()
+    requests = Counter("labkit_router_requests", "Requests the router sent to each replica",
+                       ["replica", "policy"], registry=registry)
+    in_flight = Gauge("labkit_router_outstanding", "Requests in flight per replica",
+                      ["replica"], registry=registry)
+    matched = Counter("labkit_router_prefix_matched_blocks", "prefix_aware: prompt blocks the "
+                      "router found in its table of the chosen replica", ["replica"],
+                      registry=registry)
+    failed = Counter("labkit_router_upstream_errors", "Requests the router could not deliver "
+                     "(answered 502)", ["replica"], registry=registry)
+    for url in urls:
+        requests.labels(url, policy)
+        in_flight.labels(url)
+        matched.labels(url)
+        failed.labels(url)
+    holder: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0, connect=5.0)
+                                     ) as client:
+            holder["client"] = client
+            yield
+
+    app = FastAPI(title="labkit router", lifespan=lifespan)
+    app.state.picker, app.state.urls = picker, urls
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        return {"status": "ready", "policy": policy, "replicas": urls}
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(generate_latest(registry),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def models():
+        for url in urls:
+            try:
+                resp = await holder["client"].get(url + "/v1/models")
+                return JSONResponse(resp.json(), status_code=resp.status_code)
+            except (httpx.HTTPError, ValueError):
+                continue
+        return JSONResponse(_error(502, "no replica answered"), status_code=502)
+
+    async def forward(request: Request, path: str):
+        body = await request.body()
+        try:
+            text = prompt_text(json.loads(body)) if policy == "prefix_aware" else ""
+        except ValueError:
+            text = ""                         # the replica answers the bad JSON with a 400
+        before = picker.matched[:]
+        i = picker.pick(text)
+        url = urls[i]
+        requests.labels(url, policy).inc()
+        in_flight.labels(url).inc()
+        matched.labels(url).inc(picker.matched[i] - before[i])
+        closed = [False]
+
+        def finish():
+            if not closed[0]:
+                closed[0] = True
+                picker.done(i)
+                in_flight.labels(url).dec()
+
+        client = holder["client"]
+        try:
+            upstream = await client.send(
+                client.build_request("POST", url + path, content=body,
+                                     headers={"content-type": "application/json"}),
+                stream=True)
+        except httpx.HTTPError as err:
+            finish()
+            failed.labels(url).inc()
+            return JSONResponse(_error(502, f"replica {url} failed: {type(err).__name__}"),
+                                status_code=502)
+
+        async def relay():
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                await upstream.aclose()
+                finish()
+
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASS_HEADERS}
+        headers["x-labkit-replica"] = url
+        return StreamingResponse(relay(), status_code=upstream.status_code, headers=headers)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await forward(request, "/v1/completions")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await forward(request, "/v1/chat/completions")
+
+    return app
+
+
+def _check_urls(urls) -> list[str]:
+    if isinstance(urls, str) or not urls:
+        raise ValueError("give the replicas as a list of URLs, e.g. "
+                         "['http://127.0.0.1:8001', 'http://127.0.0.1:8002']")
+    out = []
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"a replica must be an http:// URL, got {url!r}")
+        out.append(url.rstrip("/"))
+    return out
+
+
+def route(urls: list[str], policy: str = "round_robin", host: str = "127.0.0.1",
+          port: int = 8080, *, exit_with_parent: bool = False, log_level: str = "warning",
+          **picker_options) -> int:
+    """Run the router in this process until SIGINT/SIGTERM; returns 0."""
+    import os
+    import threading
+
+    import uvicorn
+
+    from labkit.serving.process import EXPOSED_WARNING, watch_parent
+
+    app = create_router_app(urls, policy, **picker_options)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"labkit route: warning: {EXPOSED_WARNING.format(host=host)}", file=sys.stderr,
+              flush=True)
+    if exit_with_parent:
+        threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                  access_log=False, backlog=2048)).run()
+    return 0
+
+
+def route_cli(argv: list[str]) -> int:
+    """``python -m labkit route --replica URL ... --policy P [--port N]``; returns the exit
+    code (2 for invalid settings)."""
+    p = argparse.ArgumentParser(prog="python -m labkit route",
+                                description="Route OpenAI requests over replicas of the "
+                                            "course's server.")
+    p.add_argument("--replica", action="append", required=True, metavar="URL",
+                   help="a replica's base URL (repeat the flag for each replica)")
+    p.add_argument("--policy", choices=POLICIES, default="round_robin")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--block-chars", type=int, default=BLOCK_CHARS,
+                   help="prefix_aware: characters per hashed prompt block")
+    p.add_argument("--table-blocks", type=int, default=TABLE_BLOCKS,
+                   help="prefix_aware: block hashes remembered per replica")
+    p.add_argument("--max-imbalance", type=int, default=MAX_IMBALANCE,
+                   help="prefix_aware: most requests in flight above the least loaded replica")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop when the process that started the router exits")
+    p.add_argument("--log-level", default="warning")
+    args = p.parse_args(argv)
+    try:
+        _check_urls(args.replica)
+        Picker(len(args.replica), args.policy, block_chars=args.block_chars,
+               table_blocks=args.table_blocks, max_imbalance=args.max_imbalance)
+    except ValueError as err:
+        print(f"labkit route: {err}", file=sys.stderr)
+        return 2
+    return route(args.replica, args.policy, args.host, args.port,
+                 exit_with_parent=args.exit_with_parent, log_level=args.log_level,
+                 block_chars=args.block_chars, table_blocks=args.table_blocks,
+                 max_imbalance=args.max_imbalance)
+
+
+class RouterProcess(ServerProcess):
+    """``python -m labkit route`` as a subprocess on 127.0.0.1 (the lifecycle of
+    :class:`~labkit.serving.process.ServerProcess`: context manager, ``stop()``, atexit,
+    exit with its parent). Options: ``replica`` (list of URLs), ``policy`` …"""
+
+    COMMAND = "route"
+
+
+def start_router(urls, policy: str = "round_robin", port: int | None = None,
+                 **options) -> RouterProcess:
+    """Start the router over the replicas at ``urls`` with ``policy`` and wait until it is
+    ready; use it as ``with start_router(urls, "prefix_aware") as router: router.url``.
+    ``options``: ``block_chars``, ``table_blocks``, ``max_imbalance``."""
+    urls = _check_urls(list(urls) if not isinstance(urls, str) else urls)
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
+    return RouterProcess(port, replica=urls, policy=policy, **options).start()
+
+
+def bench_route(replicas: int = 3, requests: int | None = None, tenants: int | None = None,
+                seed: int = 0, **options) -> dict:
+    """The three policies on one multi-tenant shared-prefix load; see
+    :func:`labkit.serving.routebench.bench_route` (same arguments)."""
+    from labkit.serving import routebench
+
+    kwargs = {k: v for k, v in (("requests", requests), ("tenants", tenants)) if v is not None}
+    return routebench.bench_route(replicas=replicas, seed=seed, **kwargs, **options)
