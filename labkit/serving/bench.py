@@ -236,7 +236,7 @@ def bench_serve(clients: int = 16, requests: int = 192, max_tokens: int = 32,
                 continuous: bool = False, mixed_max_tokens: tuple[int, int] = (4, 64),
                 seed: int = 0, flood: bool = True, flood_connections: int = 256,
                 flood_duration_s: float = 5.0, engine: str = "process",
-                flood_generator: str = "auto") -> dict:
+                flood_generator: str = "auto", prefix: bool = True) -> dict:
     """Throughput of ``clients`` closed-loop clients against the server with batching off
     (``max_batch_size=1``) and on; each server is started for it and always stopped.
 
@@ -247,6 +247,11 @@ def bench_serve(clients: int = 16, requests: int = 192, max_tokens: int = 32,
     ``batching="continuous"`` and ``max_batch_size`` slots. That adds the ``mixed_*`` and
     ``*_continuous`` keys; the others keep their meaning (fixed ``max_tokens``, not
     streamed, ``errors`` counting those two runs only).
+
+    With ``prefix=True`` (the default) it also measures automatic prefix caching on a load
+    whose requests share a long system prompt
+    (:func:`labkit.serving.routebench.bench_prefix_cache`): ``prefix_cache_ttft_ratio`` is the
+    mean TTFT with the cache over without, with the ``prefix_cache_*`` keys that explain it.
     """
     from labkit.serving.loadgen import closed_loop
 
@@ -287,6 +292,10 @@ def bench_serve(clients: int = 16, requests: int = 192, max_tokens: int = 32,
            "p95_ms_unbatched": un.p95_ms, "p95_ms_batched": ba.p95_ms,
            "errors": sum(errors.values()), "errors_by_status": errors, "engine": engine}
     out.update(flooded)
+    if prefix:
+        from labkit.serving.routebench import bench_prefix_cache
+
+        out.update(bench_prefix_cache(threads=threads, seed=seed))
     if continuous:
         dy, co = mixed_runs["dynamic"], mixed_runs["continuous"]
         out.update({
@@ -328,6 +337,9 @@ def bench_serve_cli(argv: list[str]) -> int:
     p.add_argument("--flood-generator", choices=("auto", "wrk", "python"), default="auto",
                    help="closed-loop flood by wrk (auto: when installed) or by "
                         "labkit.serving.loadgen.flood")
+    p.add_argument("--no-prefix", action="store_true",
+                   help="skip the prefix-cache run (mean TTFT with and without automatic "
+                        "prefix caching, the prefix_cache_* keys)")
     p.add_argument("--engine", choices=("process", "thread"), default="process",
                    help="where the servers' engine runs (thread: the single-process design)")
     args = p.parse_args(argv)
@@ -339,9 +351,9 @@ def bench_serve_cli(argv: list[str]) -> int:
                          seed=args.seed, flood=not args.no_flood,
                          flood_connections=args.flood_connections,
                          flood_duration_s=args.flood_duration_s, engine=args.engine,
-                         flood_generator=args.flood_generator)
+                         flood_generator=args.flood_generator, prefix=not args.no_prefix)
     failed = result["errors"] + result.get("errors_continuous", 0) \
-        + result.get("flood_saturating_5xx", 0)
+        + result.get("flood_saturating_5xx", 0) + result.get("prefix_cache_errors", 0)
     if args.json:
         print(json.dumps(result))
     else:
@@ -360,6 +372,13 @@ def bench_serve_cli(argv: list[str]) -> int:
                   f"mean {r['ttft_mean_ms_continuous']:.0f} / p95 "
                   f"{r['ttft_p95_ms_continuous']:.0f} ms): {r['continuous_ratio']:.1f}x; "
                   f"errors {r['errors_continuous']}")
+        if "prefix_cache_ttft_ratio" in result:
+            r = result
+            print(f"shared system prompt ({r['prefix_cache_prompt_tokens']} tokens): mean TTFT "
+                  f"{r['prefix_cache_ttft_mean_ms_on']:.1f} ms with prefix caching, "
+                  f"{r['prefix_cache_ttft_mean_ms_off']:.1f} ms without: "
+                  f"{r['prefix_cache_ttft_ratio']:.2f}x (hit rate "
+                  f"{r['prefix_cache_hit_rate']:.0%})")
         if "flood_goodput_ratio" in result:
             for key, (value, target, met) in flood_verdicts(result).items():
                 print(f"{key}: {value:.3g} (target {'>=' if 'ratio' in key else '<='} "

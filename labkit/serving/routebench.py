@@ -35,7 +35,7 @@ import time
 
 from labkit.serving.loadgen import LoadResult, percentile, run_coroutine
 from labkit.serving.process import ServerProcess
-from labkit.serving.router import POLICIES, start_router
+from labkit.serving.router import POLICIES, RouterProcess
 
 __all__ = ["bench_route", "bench_route_cli", "bench_prefix_cache", "tenant_prompts",
            "shared_prefix_load", "WORDS"]
@@ -224,22 +224,24 @@ def bench_route(replicas: int = 3, requests: int = 120, tenants: int = 6, seed: 
                                  max_queue_size=max(64, requests), block_size=block_size,
                                  prefix_cache_blocks=prefix_cache_blocks)
                    for _ in range(replicas)]
-        for s in servers:
-            stack.callback(s.stop)
-        _start_all(servers)
         urls = [s.url for s in servers]
+        routers = {policy: RouterProcess(replica=urls, policy=policy) for policy in policies}
+        for process in servers + list(routers.values()):
+            stack.callback(process.stop)
+        _start_all(servers + list(routers.values()))        # in parallel: the start is slow
         prompts, longest = _calibrate(urls[0], tenants, system_tokens, seed)
+        startup = time.perf_counter() - began
         import httpx
 
-        for policy in policies:
+        for policy, router in routers.items():
             for url in urls:
                 httpx.post(url + "/reset_prefix_cache", timeout=30).raise_for_status()
             before = [_counters(u) for u in urls]
-            with start_router(urls, policy) as router:
-                result = shared_prefix_load(router.url, prompts, requests, rate, seed=seed,
-                                            max_tokens=max_tokens)
-                sent = [router.metric("labkit_router_requests_total", {"replica": u})
-                        for u in urls]
+            result = shared_prefix_load(router.url, prompts, requests, rate, seed=seed,
+                                        max_tokens=max_tokens)
+            sent = [router.metric("labkit_router_requests_total", {"replica": u})
+                    for u in urls]
+            router.stop()
             after = [_counters(u) for u in urls]
             hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
             queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
@@ -257,28 +259,57 @@ def bench_route(replicas: int = 3, requests: int = 120, tenants: int = 6, seed: 
                 "prompt_tokens_max": longest, "max_tokens": max_tokens,
                 "block_size": block_size, "prefix_cache_blocks": prefix_cache_blocks,
                 "max_batch_size": max_batch_size, "threads": threads,
-                "duration_s": time.perf_counter() - began})
+                "startup_s": startup, "duration_s": time.perf_counter() - began})
     return out
 
 
-def bench_prefix_cache(requests: int = 60, rate: float = 15.0, *, model: str = "tiny-gpt",
-                       system_tokens: int = 220, max_tokens: int = 2, seed: int = 0,
-                       threads: int = 1) -> dict:
+async def _one_by_one(url: str, bodies: list, timeout_s: float) -> LoadResult:
+    import httpx
+
+    result = LoadResult("closed", 1, 0.0)
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        start = time.perf_counter()
+        for body in bodies:
+            await _send(client, url, body, time.perf_counter(), result)
+        result.duration_s = time.perf_counter() - start
+    return result
+
+
+def bench_prefix_cache(requests: int = 8, *, model: str = "smollm2", system_tokens: int = 400,
+                       max_tokens: int = 2, seed: int = 0, threads: int = 1) -> dict:
     """Mean TTFT with prefix caching over without, on a load whose requests share one long
-    system prompt: the same open-loop load against a server with the cache, then one started
-    with ``--no-enable-prefix-caching``. Keys: ``prefix_cache_ttft_ratio`` (on / off, mean
-    TTFT), ``prefix_cache_ttft_mean_ms_on`` / ``_off``, ``prefix_cache_hit_rate`` (on),
-    ``prefix_cache_prompt_tokens``, ``prefix_cache_requests``, ``prefix_cache_rate``,
+    system prompt (``system_tokens`` tokens, a question of their own after it): ``requests``
+    streamed requests one after the other against a server with the cache (emptied first, so
+    the first request misses), then the same against a server started with
+    ``--no-enable-prefix-caching``. SmolLM2 by default: its prefill of a few hundred tokens
+    takes most of a second on one CPU thread, so the time to first token is mostly prefill,
+    as it is for a long prompt on a GPU, not HTTP overhead.
+
+    Keys: ``prefix_cache_ttft_ratio`` (on / off, mean TTFT), ``prefix_cache_ttft_mean_ms_on``
+    / ``_off``, ``prefix_cache_hit_rate`` (hit tokens / queried tokens, with the cache),
+    ``prefix_cache_prompt_tokens``, ``prefix_cache_requests``, ``prefix_cache_model``,
     ``prefix_cache_errors``."""
-    runs, hit_rate, longest = {}, 0.0, 0
+    import httpx
+
+    if not isinstance(requests, int) or not 2 <= requests <= 1000:
+        raise ValueError(f"requests must be an integer from 2 to 1000, got {requests!r}")
+    runs, hit_rate, tokens = {}, 0.0, 0
+    prompt = tenant_prompts(1, 4 * system_tokens, seed)[0]
+    rng = random.Random(seed)
+    bodies = [{"prompt": prompt + _question(rng, i), "max_tokens": max_tokens,
+               "temperature": 0.0, "stream": True} for i in range(requests)]
     for enable in (True, False):
         with ServerProcess(model=model, batching="continuous", threads=threads,
-                           enable_prefix_caching=enable,
-                           max_queue_size=max(64, requests)).start() as server:
-            prompts, longest = _calibrate(server.url, 1, system_tokens, seed)
+                           enable_prefix_caching=enable).start() as server:
+            if enable:
+                answer = httpx.post(server.url + "/v1/completions", timeout=60,
+                                    json={**bodies[0], "stream": False, "max_tokens": 1})
+                answer.raise_for_status()
+                tokens = answer.json()["usage"]["prompt_tokens"]
+                httpx.post(server.url + "/reset_prefix_cache", timeout=30).raise_for_status()
             hits0, queries0 = _counters(server.url)
-            runs[enable] = shared_prefix_load(server.url, prompts, requests, rate, seed=seed,
-                                              max_tokens=max_tokens)
+            runs[enable] = run_coroutine(_one_by_one(server.url + "/v1/completions", bodies,
+                                                     120.0))
             hits, queries = _counters(server.url)
             if enable:
                 hit_rate = (hits - hits0) / max(1.0, queries - queries0)
@@ -286,8 +317,8 @@ def bench_prefix_cache(requests: int = 60, rate: float = 15.0, *, model: str = "
                for k in (True, False))
     return {"prefix_cache_ttft_ratio": on / off, "prefix_cache_ttft_mean_ms_on": on,
             "prefix_cache_ttft_mean_ms_off": off, "prefix_cache_hit_rate": hit_rate,
-            "prefix_cache_prompt_tokens": longest, "prefix_cache_requests": requests,
-            "prefix_cache_rate": rate,
+            "prefix_cache_prompt_tokens": tokens, "prefix_cache_requests": requests,
+            "prefix_cache_model": model,
             "prefix_cache_errors": sum(1 for r in runs.values() for s in r.statuses
                                        if s != 200)}
 
@@ -296,18 +327,19 @@ def bench_route_cli(argv: list[str]) -> int:
     """``python -m labkit bench route [--json] [--replicas 3] [--requests N] …``."""
     p = argparse.ArgumentParser(prog="python -m labkit bench route",
                                 description=bench_route.__doc__.splitlines()[0])
+    for flag, kind, default, help_text in (
+            ("replicas", int, 3, "replicas of the server"),
+            ("requests", int, 120, "requests per policy"),
+            ("tenants", int, 6, "tenants, each with its own system prompt"),
+            ("rate", float, 25.0, "arrivals per second (Poisson)"),
+            ("seed", int, 0, "seed of the arrivals, tenants and questions"),
+            ("model", str, "tiny-gpt", "the replicas' model"),
+            ("system-tokens", int, 200, "tokens of each tenant's system prompt"),
+            ("max-tokens", int, 2, "tokens generated per request"),
+            ("prefix-cache-blocks", int, None,
+             "per replica (default: room for ceil(tenants/replicas) system prompts)")):
+        p.add_argument(f"--{flag}", type=kind, default=default, help=help_text)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--replicas", type=int, default=3)
-    p.add_argument("--requests", type=int, default=120, help="requests per policy")
-    p.add_argument("--tenants", type=int, default=6)
-    p.add_argument("--rate", type=float, default=25.0, help="arrivals per second (Poisson)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="tiny-gpt")
-    p.add_argument("--system-tokens", type=int, default=200,
-                   help="tokens of each tenant's system prompt")
-    p.add_argument("--max-tokens", type=int, default=2)
-    p.add_argument("--prefix-cache-blocks", type=int, default=None,
-                   help="per replica (default: room for ceil(tenants/replicas) prompts)")
     p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
     args = p.parse_args(argv)
     try:

@@ -39,7 +39,7 @@ from collections import OrderedDict
 
 from labkit.serving.process import ServerProcess
 
-__all__ = ["POLICIES", "Picker", "prompt_text", "prefix_hashes", "create_router_app",
+__all__ = ["POLICIES", "Picker", "Upstream", "prompt_text", "prefix_hashes", "create_router_app",
            "route", "route_cli", "RouterProcess", "start_router", "bench_route",
            "BLOCK_CHARS", "TABLE_BLOCKS", "MAX_IMBALANCE"]
 
@@ -178,7 +178,11 @@ class Picker:
 # ----------------------------------------------------------------------------------------------
 # the proxy
 # ----------------------------------------------------------------------------------------------
-_PASS_HEADERS = ("content-type", "retry-after", "cache-control")
+#: the paths the router routes (everything else is its own)
+ROUTED = ("/v1/completions", "/v1/chat/completions")
+
+#: headers of a replica's answer the router passes on
+_PASS_HEADERS = ("content-type", "content-length", "retry-after", "cache-control")
 
 
 def _error(status: int, message: str) -> dict:
@@ -186,17 +190,95 @@ def _error(status: int, message: str) -> dict:
                       "code": status}}
 
 
+class Upstream:
+    """A minimal HTTP/1.1 client for one replica over asyncio streams, with kept-alive
+    connections: a proxy's per-request cost should be small next to what it routes (httpx
+    costs a few ms of CPU per request, as much as the prefill a good route saves)."""
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.idle: list = []
+
+    async def _open(self, fresh: bool):
+        import asyncio
+
+        while self.idle and not fresh:
+            reader, writer = self.idle.pop()
+            if not writer.is_closing() and not reader.at_eof():
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection(self.host, self.port)
+
+    async def post(self, path: str, body: bytes):
+        """Send ``body`` to ``path``; returns ``(status, headers, chunks)``, ``chunks`` an
+        async iterator over the body as it arrives. Raises OSError when the replica cannot
+        be reached (a kept-alive connection the replica closed is retried once, fresh)."""
+        import asyncio
+
+        request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                   ).encode() + body
+        for fresh in (False, True):
+            reader, writer = await self._open(fresh)
+            try:
+                writer.write(request)
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionResetError("the replica closed the connection")
+                status = int(line.split()[1])
+                headers = {}
+                while True:
+                    header = await reader.readline()
+                    if header in (b"\r\n", b"\n", b""):
+                        break
+                    name, _, value = header.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                return status, headers, self._body(reader, writer, headers)
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as err:
+                writer.close()
+                if fresh:
+                    raise OSError(f"{type(err).__name__}: {err}") from err
+        raise AssertionError("unreachable")
+
+    async def _body(self, reader, writer, headers: dict):
+        reusable = False
+        try:
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                while True:
+                    size = int((await reader.readline()).split(b";")[0], 16)
+                    if size == 0:
+                        await reader.readline()
+                        break
+                    data = await reader.readexactly(size + 2)
+                    yield data[:-2]
+            else:
+                length = int(headers.get("content-length", 0))
+                if length:
+                    yield await reader.readexactly(length)
+            reusable = headers.get("connection", "").lower() != "close"
+        finally:
+            if reusable:
+                self.idle.append((reader, writer))
+            else:
+                writer.close()
+
+
 def create_router_app(urls: list[str], policy: str = "round_robin", **picker_options):
-    """The router's ASGI application (FastAPI) over the replicas at ``urls``."""
+    """The router's ASGI application over the replicas at ``urls``: a plain ASGI handler for
+    the routed paths (:data:`ROUTED`) in front of a FastAPI app for the others."""
     import contextlib
 
     import httpx
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, PlainTextResponse
     from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
     urls = _check_urls(urls)
     picker = Picker(len(urls), policy, **picker_options)
+    upstreams = [Upstream(u) for u in urls]
     registry = CollectorRegistry()
     requests = Counter("labkit_router_requests", "Requests the router sent to each replica",
                        ["replica", "policy"], registry=registry)
@@ -212,15 +294,13 @@ def create_router_app(urls: list[str], policy: str = "round_robin", **picker_opt
         in_flight.labels(url)
         matched.labels(url)
         failed.labels(url)
-    holder: dict = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0, connect=5.0)
-                                     ) as client:
-            holder["client"] = client
-            yield
+        yield
+        for upstream in upstreams:
+            for _, writer in upstream.idle:
+                writer.close()
 
     app = FastAPI(title="labkit router", lifespan=lifespan)
     app.state.picker, app.state.urls = picker, urls
@@ -240,67 +320,70 @@ def create_router_app(urls: list[str], policy: str = "round_robin", **picker_opt
 
     @app.get("/v1/models")
     async def models():
-        for url in urls:
-            try:
-                resp = await holder["client"].get(url + "/v1/models")
-                return JSONResponse(resp.json(), status_code=resp.status_code)
-            except (httpx.HTTPError, ValueError):
-                continue
+        async with httpx.AsyncClient(timeout=10) as client:
+            for url in urls:
+                try:
+                    resp = await client.get(url + "/v1/models")
+                    return JSONResponse(resp.json(), status_code=resp.status_code)
+                except (httpx.HTTPError, ValueError):
+                    continue
         return JSONResponse(_error(502, "no replica answered"), status_code=502)
 
-    async def forward(request: Request, path: str):
-        body = await request.body()
+    async def respond(send, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def forward(scope, receive, send) -> None:
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
         try:
             text = prompt_text(json.loads(body)) if policy == "prefix_aware" else ""
         except ValueError:
-            text = ""                         # the replica answers the bad JSON with a 400
+            text = ""                         # the replica answers the bad JSON itself
         before = picker.matched[:]
         i = picker.pick(text)
         url = urls[i]
         requests.labels(url, policy).inc()
         in_flight.labels(url).inc()
         matched.labels(url).inc(picker.matched[i] - before[i])
-        closed = [False]
-
-        def finish():
-            if not closed[0]:
-                closed[0] = True
-                picker.done(i)
-                in_flight.labels(url).dec()
-
-        client = holder["client"]
         try:
-            upstream = await client.send(
-                client.build_request("POST", url + path, content=body,
-                                     headers={"content-type": "application/json"}),
-                stream=True)
-        except httpx.HTTPError as err:
-            finish()
-            failed.labels(url).inc()
-            return JSONResponse(_error(502, f"replica {url} failed: {type(err).__name__}"),
-                                status_code=502)
-
-        async def relay():
             try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
+                status, headers, stream = await upstreams[i].post(scope["path"], body)
+            except OSError as err:
+                failed.labels(url).inc()
+                await respond(send, 502, _error(502, f"replica {url} failed: {err}"))
+                return
+            out = [(k.encode(), headers[k].encode()) for k in _PASS_HEADERS if k in headers]
+            await send({"type": "http.response.start", "status": status,
+                        "headers": out + [(b"x-labkit-replica", url.encode())]})
+            try:
+                async for chunk in stream:
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
             finally:
-                await upstream.aclose()
-                finish()
+                await stream.aclose()
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            picker.done(i)
+            in_flight.labels(url).dec()
 
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASS_HEADERS}
-        headers["x-labkit-replica"] = url
-        return StreamingResponse(relay(), status_code=upstream.status_code, headers=headers)
+    async def asgi(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in ROUTED:
+            return await forward(scope, receive, send)
+        return await app(scope, receive, send)
 
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        return await forward(request, "/v1/completions")
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        return await forward(request, "/v1/chat/completions")
-
-    return app
+    asgi.state = app.state
+    asgi.app = app
+    return asgi
 
 
 def _check_urls(urls) -> list[str]:
