@@ -2,6 +2,7 @@
 the reverse proxy in front of fake replicas (streaming passes through, per-replica metrics, a
 dead replica answers 502), its process lifecycle, and ``bench route --json`` on a small load."""
 
+import asyncio
 import json
 import socket
 import threading
@@ -16,6 +17,7 @@ from labkit.serving.router import Picker, prefix_hashes, prompt_text  # noqa: E4
 
 A = "Tenant A: you answer questions about pods and nodes of the cluster. " * 4
 B = "Tenant B: you write Terraform for the EKS cluster and its node groups. " * 4
+CLOSED: list = []          # fake replicas whose slow stream ended (finished or abandoned)
 
 
 # -- the policies ------------------------------------------------------------------------------
@@ -105,6 +107,15 @@ def fake_replica(name: str):
             body = await request.json()
         except ValueError:
             return JSONResponse({"error": {"message": "not JSON"}}, status_code=422)
+        if body.get("slow"):                # many events, slowly: a client may leave
+            async def slow():
+                try:
+                    for i in range(100):
+                        yield f"data: {json.dumps({'choices': [{'text': str(i)}]})}\n\n"
+                        await asyncio.sleep(0.05)
+                finally:
+                    CLOSED.append(name)
+            return StreamingResponse(slow(), media_type="text/event-stream")
         if body.get("stream"):
             def events():
                 for piece in (name, "!"):
@@ -198,6 +209,22 @@ def test_start_router_runs_a_process_and_leaves_none(replicas):
     assert not router.running()
 
 
+def test_a_client_that_leaves_mid_stream_aborts_the_replicas_request(replicas):
+    import httpx
+
+    with rt.start_router(replicas[:1], "round_robin") as router:
+        began = time.monotonic()
+        with httpx.stream("POST", router.url + "/v1/completions", timeout=10,
+                          json={"prompt": "p", "slow": True}) as r:
+            next(r.iter_lines())                        # the first event, then hang up
+        deadline = time.monotonic() + 3
+        while "r0" not in CLOSED:
+            assert time.monotonic() < deadline, "the replica kept streaming"
+            time.sleep(0.02)
+        assert time.monotonic() - began < 4             # not the 5 s of the whole stream
+        assert router.metric("labkit_router_outstanding", {"replica": replicas[0]}) == 0
+
+
 def test_route_cli_refuses_bad_settings(capsys):
     from labkit.__main__ import main
 
@@ -228,5 +255,7 @@ def test_bench_route_json_has_every_key(capsys):
     assert out["prefix_vs_round_robin_ttft_p50"] == \
         out["prefix_aware"]["prefix_vs_round_robin_ttft_p50"]
     assert out["prefix_aware"]["prefix_hit_rate"] > 0           # the tenants' prompts repeat
-    for key in ("replicas", "requests", "tenants", "rate", "seed", "prefix_cache_blocks"):
+    for key in ("replicas", "requests", "tenants", "rate", "seed", "prefix_cache_blocks",
+                "round_robin_capacity_rps", "load"):
         assert key in out
+    assert out["rate"] == 20 and out["round_robin_capacity_rps"] is None   # a given rate

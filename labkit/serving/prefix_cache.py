@@ -1,15 +1,16 @@
 """Automatic prefix caching: the keys and values of a prompt's leading blocks, reused by later
 prompts that start the same way (vLLM's design).
 
-vLLM ("Automatic Prefix Caching", design docs, https://docs.vllm.ai/en/stable/design/prefix_caching.html,
-checked 2026-12-05) cuts every prompt into **blocks** of ``block_size`` tokens and gives each
-*full* block a key: the hash of its parent block's key and its own token ids. The key of block
-``i`` therefore names the whole prefix ``0 .. (i+1)*block_size``, and two prompts share the
-keys of exactly the blocks their common prefix covers. The cache maps key → that block's keys
-and values (every layer). A new prompt looks its blocks up in order and stops at the first miss;
-the hits are copied into its slot of the batch's KV cache and only the remaining tokens are
-prefilled. As in vLLM, at least the last prompt token is always computed (its logits give the
-first output token), so a fully cached prompt recomputes its last block.
+vLLM ("Automatic Prefix Caching", design docs,
+https://docs.vllm.ai/en/latest/design/prefix_caching/, checked 2026-12-05) cuts every
+prompt into **blocks** of ``block_size`` tokens and gives each *full* block a key: the hash of
+its parent block's key and its own token ids. The key of block ``i`` therefore names the whole
+prefix ``0 .. (i+1)*block_size``, and two prompts share the keys of exactly the blocks their
+common prefix covers. The cache maps key → that block's keys and values (every layer). A new
+prompt looks its blocks up in order and stops at the first miss; the hits are copied into its
+slot of the batch's KV cache and only the remaining tokens are prefilled. As in vLLM, at least
+the last prompt token is always computed (its logits give the first output token), so a fully
+cached prompt recomputes its last block.
 
 The cache is bounded (``capacity`` blocks, like a GPU's KV memory). Blocks a running sequence
 holds (it read them or wrote them) are pinned; a block no sequence holds may be evicted, the
@@ -36,8 +37,8 @@ __all__ = ["PrefixCache", "block_hashes", "BLOCK_SIZE", "CAPACITY_BLOCKS"]
 #: tokens per block (vLLM's default ``--block-size`` on GPUs is 16)
 BLOCK_SIZE = 16
 
-#: blocks the cache may hold by default
-CAPACITY_BLOCKS = 512
+#: blocks the cache may hold by default (ServerConfig.prefix_cache_blocks)
+CAPACITY_BLOCKS = 256
 
 #: the parent key of a prompt's first block
 _ROOT = b"labkit-prefix-cache-v1"
@@ -46,8 +47,9 @@ _ROOT = b"labkit-prefix-cache-v1"
 def block_hashes(token_ids, block_size: int = BLOCK_SIZE, limit: int | None = None
                  ) -> list[bytes]:
     """The keys of the full blocks of ``token_ids``: ``key[i] = sha256(key[i-1] || ids of
-    block i)`` (vLLM's chained block hash; vLLM's default hash is SHA-256 too). A trailing
-    partial block has no key. ``limit``: at most that many blocks."""
+    block i)`` (vLLM's chained block hash; SHA-256 is also vLLM's default
+    ``--prefix-caching-hash-algo``). A trailing partial block has no key. ``limit``: at most
+    that many blocks."""
     if not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
     n = len(token_ids) // block_size

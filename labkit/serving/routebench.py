@@ -38,7 +38,7 @@ from labkit.serving.process import ServerProcess
 from labkit.serving.router import POLICIES, RouterProcess
 
 __all__ = ["bench_route", "bench_route_cli", "bench_prefix_cache", "tenant_prompts",
-           "shared_prefix_load", "WORDS"]
+           "shared_prefix_load", "round_robin_capacity", "WORDS"]
 
 #: words the system prompts are drawn from (the course's vocabulary: the tiny model's
 #: tokenizer was trained on it, so they cost few tokens each)
@@ -112,6 +112,17 @@ async def _open_loop(url: str, bodies: list, gaps: list, timeout_s: float) -> Lo
     return result
 
 
+def _bodies(prompts: list[str], requests: int, rate: float, seed: int, max_tokens: int):
+    rng = random.Random(seed)
+    bodies, gaps = [], []
+    for i in range(requests):
+        tenant = rng.randrange(len(prompts))
+        bodies.append({"prompt": prompts[tenant] + _question(rng, i), "max_tokens": max_tokens,
+                       "temperature": 0.0, "stream": True})
+        gaps.append(rng.expovariate(rate))
+    return bodies, gaps
+
+
 def shared_prefix_load(base_url: str, prompts: list[str], requests: int, rate: float, *,
                        seed: int = 0, max_tokens: int = 2, timeout_s: float = 60.0
                        ) -> LoadResult:
@@ -120,17 +131,36 @@ def shared_prefix_load(base_url: str, prompts: list[str], requests: int, rate: f
     question of its own; greedy, ``max_tokens`` tokens. TTFT is the first text piece."""
     if not prompts or not 1 <= requests <= 20_000 or not rate > 0:
         raise ValueError("give at least one prompt, requests 1..20000 and rate > 0")
-    rng = random.Random(seed)
-    bodies, gaps = [], []
-    for i in range(requests):
-        tenant = rng.randrange(len(prompts))
-        bodies.append({"prompt": prompts[tenant] + _question(rng, i), "max_tokens": max_tokens,
-                       "temperature": 0.0, "stream": True})
-        gaps.append(rng.expovariate(rate))
+    bodies, gaps = _bodies(prompts, requests, rate, seed, max_tokens)
     result = run_coroutine(_open_loop(base_url.rstrip("/") + "/v1/completions", bodies, gaps,
                                       timeout_s))
     result.offered = rate
     return result
+
+
+async def _closed_loop(url: str, bodies: list, clients: int, timeout_s: float) -> LoadResult:
+    import httpx
+
+    result = LoadResult("closed", clients, 0.0)
+    queue = list(reversed(bodies))
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        async def user():
+            while queue:
+                await _send(client, url, queue.pop(), time.perf_counter(), result)
+        start = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(clients)))
+        result.duration_s = time.perf_counter() - start
+    return result
+
+
+def round_robin_capacity(router_url: str, prompts: list[str], requests: int = 60, *,
+                         clients: int = 6, seed: int = 0, max_tokens: int = 2) -> float:
+    """Requests per second the replicas sustain behind a round-robin router on this load:
+    ``clients`` users in a closed loop (each sends its next request when its answer is in)."""
+    bodies, _ = _bodies(prompts, requests, 1.0, seed + 1, max_tokens)
+    result = run_coroutine(_closed_loop(router_url.rstrip("/") + "/v1/completions", bodies,
+                                        clients, 60.0))
+    return result.rps
 
 
 def _counters(url: str) -> tuple[float, float]:
@@ -194,22 +224,33 @@ def _summary(result: LoadResult, hits: float, queries: float) -> dict:
             "achieved_rate": result.achieved_rate}
 
 
-def bench_route(replicas: int = 3, requests: int = 120, tenants: int = 6, seed: int = 0, *,
-                rate: float = 25.0, model: str = "tiny-gpt", system_tokens: int = 200,
+def bench_route(replicas: int = 3, requests: int = 90, tenants: int = 6, seed: int = 0, *,
+                rate: float | None = None, load: float = 0.7, model: str = "tiny-gpt",
+                system_tokens: int = 200,
                 max_tokens: int = 2, block_size: int = 16, prefix_cache_blocks: int | None = None,
                 max_batch_size: int = 8, policies=POLICIES, threads: int = 1) -> dict:
     """Each policy of ``policies`` in front of the same ``replicas`` servers, on the same
     multi-tenant shared-prefix load (see the module docstring); every server and router is
-    started for it and always stopped.
+    started for it and always stopped. ``requests`` per policy, in two halves: the policies
+    run in turn, then again in reverse order, each half from emptied caches.
 
     ``prefix_cache_blocks`` (per replica) defaults to the blocks of ``ceil(tenants /
     replicas)`` system prompts plus half a prompt: room for the tenants a prefix-aware router
     sends to a replica, not for all of them.
+
+    ``rate`` (arrivals per second): by default ``load`` x the throughput the replicas sustain
+    behind a round-robin router on this load, measured first
+    (:func:`round_robin_capacity`, key ``round_robin_capacity_rps``): the same relative load
+    on a fast or a slow (or busy) machine. A router matters when replicas are busy; at 0.7 a
+    round-robin fleet is busy but keeps up.
     """
     if not isinstance(replicas, int) or not 1 <= replicas <= 8:
         raise ValueError(f"replicas must be an integer from 1 to 8, got {replicas!r}")
     if not isinstance(tenants, int) or tenants < 1:
         raise ValueError(f"tenants must be an integer >= 1, got {tenants!r}")
+    if rate is not None and not rate > 0 or not 0 < load <= 2:
+        raise ValueError(f"rate must be > 0 (or None: load x the round-robin capacity) and "
+                         f"load in (0, 2]; got rate {rate!r}, load {load!r}")
     unknown = [p for p in policies if p not in POLICIES]
     if unknown or not policies:
         raise ValueError(f"policies must be among {POLICIES}, got {list(policies)!r}")
@@ -230,23 +271,53 @@ def bench_route(replicas: int = 3, requests: int = 120, tenants: int = 6, seed: 
             stack.callback(process.stop)
         _start_all(servers + list(routers.values()))        # in parallel: the start is slow
         prompts, longest = _calibrate(urls[0], tenants, system_tokens, seed)
-        startup = time.perf_counter() - began
         import httpx
 
-        for policy, router in routers.items():
+        capacity = None
+        if rate is None:
+            probe = routers.get("round_robin")
+            if probe is None:
+                probe = RouterProcess(replica=urls, policy="round_robin").start()
+                stack.callback(probe.stop)
+            capacity = round_robin_capacity(probe.url, prompts, seed=seed,
+                                            max_tokens=max_tokens)
+            rate = load * capacity
+        startup = time.perf_counter() - began
+
+        # two rounds, the second in reverse order (ABC then CBA), each with half the requests
+        # (the same arrivals for every policy): a machine that gets busier or quieter during
+        # the run then weighs on every policy alike, not on the one that happens to run first
+        order = list(routers) + list(reversed(routers))
+        halves = [requests - requests // 2, requests // 2]
+        merged = {p: {"result": LoadResult("open", rate, 0.0), "hits": 0.0, "queries": 0.0,
+                      "sent": [0] * replicas} for p in routers}
+        for step, policy in enumerate(order):
+            part = step // len(routers)
+            if halves[part] == 0:
+                continue
+            router, m = routers[policy], merged[policy]
             for url in urls:
                 httpx.post(url + "/reset_prefix_cache", timeout=30).raise_for_status()
             before = [_counters(u) for u in urls]
-            result = shared_prefix_load(router.url, prompts, requests, rate, seed=seed,
-                                        max_tokens=max_tokens)
-            sent = [router.metric("labkit_router_requests_total", {"replica": u})
-                    for u in urls]
-            router.stop()
+            sent0 = [router.metric("labkit_router_requests_total", {"replica": u})
+                     for u in urls]                      # the capacity probe's, if any
+            result = shared_prefix_load(router.url, prompts, halves[part], rate,
+                                        seed=seed + part, max_tokens=max_tokens)
+            sent = [router.metric("labkit_router_requests_total", {"replica": u}) - n
+                    for u, n in zip(urls, sent0, strict=True)]
             after = [_counters(u) for u in urls]
-            hits = sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
-            queries = sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
-            out[policy] = {**_summary(result, hits, queries),
-                           "requests_per_replica": [int(n) for n in sent]}
+            m["hits"] += sum(a[0] - b[0] for a, b in zip(after, before, strict=True))
+            m["queries"] += sum(a[1] - b[1] for a, b in zip(after, before, strict=True))
+            m["sent"] = [a + int(b) for a, b in zip(m["sent"], sent, strict=True)]
+            r = m["result"]
+            r.statuses += result.statuses
+            r.ttfts_s += result.ttfts_s
+            r.latencies_s += result.latencies_s
+            r.duration_s += result.duration_s
+            r.send_s = (0.0 if math.isnan(r.send_s) else r.send_s) + result.send_s
+        for policy, m in merged.items():
+            out[policy] = {**_summary(m["result"], m["hits"], m["queries"]),
+                           "requests_per_replica": m["sent"]}
     base = out.get("round_robin", {}).get("ttft_p50_ms")
     for summary in out.values():
         summary["prefix_vs_round_robin_ttft_p50"] = (summary["ttft_p50_ms"] / base
@@ -255,6 +326,8 @@ def bench_route(replicas: int = 3, requests: int = 120, tenants: int = 6, seed: 
         out["prefix_vs_round_robin_ttft_p50"] = out["prefix_aware"][
             "prefix_vs_round_robin_ttft_p50"]
     out.update({"replicas": replicas, "requests": requests, "tenants": tenants, "rate": rate,
+                "load": load if capacity is not None else None,
+                "round_robin_capacity_rps": capacity,
                 "seed": seed, "model": model, "system_tokens": system_tokens,
                 "prompt_tokens_max": longest, "max_tokens": max_tokens,
                 "block_size": block_size, "prefix_cache_blocks": prefix_cache_blocks,
@@ -329,9 +402,11 @@ def bench_route_cli(argv: list[str]) -> int:
                                 description=bench_route.__doc__.splitlines()[0])
     for flag, kind, default, help_text in (
             ("replicas", int, 3, "replicas of the server"),
-            ("requests", int, 120, "requests per policy"),
+            ("requests", int, 90, "requests per policy"),
             ("tenants", int, 6, "tenants, each with its own system prompt"),
-            ("rate", float, 25.0, "arrivals per second (Poisson)"),
+            ("rate", float, None, "arrivals per second (Poisson); default: --load x the "
+                                  "round-robin capacity, measured first"),
+            ("load", float, 0.7, "the rate as a fraction of the round-robin capacity"),
             ("seed", int, 0, "seed of the arrivals, tenants and questions"),
             ("model", str, "tiny-gpt", "the replicas' model"),
             ("system-tokens", int, 200, "tokens of each tenant's system prompt"),
@@ -344,7 +419,8 @@ def bench_route_cli(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         result = bench_route(args.replicas, args.requests, args.tenants, args.seed,
-                             rate=args.rate, model=args.model, system_tokens=args.system_tokens,
+                             rate=args.rate, load=args.load, model=args.model,
+                             system_tokens=args.system_tokens,
                              max_tokens=args.max_tokens,
                              prefix_cache_blocks=args.prefix_cache_blocks,
                              policies=args.policies)
@@ -361,6 +437,6 @@ def bench_route_cli(argv: list[str]) -> int:
                   f"{r['ttft_p95_ms']:.1f} ms, {r['req_per_s']:.1f} req/s, prefix hit rate "
                   f"{r['prefix_hit_rate']:.0%}, per replica {r['requests_per_replica']}, "
                   f"p50 / round-robin {r['prefix_vs_round_robin_ttft_p50']:.2f}")
-        print(f"{args.requests} requests per policy at {args.rate:g}/s, {args.tenants} "
+        print(f"{args.requests} requests per policy at {result['rate']:.1f}/s, {args.tenants} "
               f"tenants, {args.replicas} replicas, {result['duration_s']:.0f} s")
     return 0 if errors == 0 else 1

@@ -22,8 +22,15 @@ API (what Lab 7 uses):
   ``ttft_p50_ms``, ``ttft_p95_ms``, ``ttft_mean_ms``, ``req_per_s``, ``prefix_hit_rate``
   (hit tokens / queried tokens, from the replicas' ``vllm:prefix_cache_*`` counters),
   ``prefix_vs_round_robin_ttft_p50`` (that policy's p50 / round-robin's), ``requests_per_replica``
-  and ``errors``; top level ``prefix_vs_round_robin_ttft_p50`` (prefix-aware's) and the load
-  parameters (``replicas``, ``requests``, ``tenants``, ``rate``, ``seed``, ...).
+  ``errors`` and ``achieved_rate``; top level ``prefix_vs_round_robin_ttft_p50``
+  (prefix-aware's) and the load parameters (``replicas``, ``requests`` per policy,
+  ``tenants``, ``rate`` (arrivals/s; by default ``load`` x ``round_robin_capacity_rps``,
+  measured first), ``seed``, ``model``, ``system_tokens``, ``prompt_tokens_max``,
+  ``max_tokens``, ``block_size``, ``prefix_cache_blocks`` per replica, ``startup_s``,
+  ``duration_s``).
+- ``bench_serve()`` / ``python -m labkit bench serve --json`` carry
+  ``prefix_cache_ttft_ratio`` (mean TTFT with / without the prefix cache,
+  :func:`labkit.serving.routebench.bench_prefix_cache`).
 
 Imports :mod:`labkit.serving.process` (to run itself as a subprocess); the proxy needs
 FastAPI/uvicorn and httpx, imported when it runs.
@@ -46,10 +53,18 @@ __all__ = ["POLICIES", "Picker", "Upstream", "prompt_text", "prefix_hashes", "cr
 #: routing policies
 POLICIES = ("round_robin", "least_outstanding", "prefix_aware")
 
-#: characters per hashed prompt block. The Inference Extension's prefix-cache scorer hashes
-#: the prompt in blocks of characters, not tokens (the router has no tokenizer): its
-#: ``hashBlockSize`` default is 64 (gateway-api-inference-extension, prefix plugin)
+#: characters per hashed prompt block. The Inference Extension's prefix-cache plugin hashes
+#: the prompt in blocks of characters, not tokens (the router has no tokenizer), chained like
+#: vLLM's blocks: ``DefaultHashBlockSize = 64`` ("vLLM default token block size is 16, and a
+#: good guess of average characters per token is 4"), ``DefaultMaxPrefixBlocks = 128``;
+#: kubernetes-sigs/gateway-api-inference-extension at commit
+#: 7617439188b410670ed0f1ff805a3b7f9918a75b, pkg/epp/scheduling/framework/plugins/multi/prefix/
+#: plugin.go, checked 2026-12-05. It scores each server by matched blocks / prompt blocks and
+#: combines that with queue and KV-cache scorers; :class:`Picker` uses a load guard instead.
 BLOCK_CHARS = 64
+
+#: blocks hashed at most per prompt (the plugin's ``DefaultMaxPrefixBlocks``)
+MAX_BLOCKS = 128
 
 #: block hashes the router remembers per replica (an LRU table: an approximation of what the
 #: replica's cache holds, kept from what the router sent there, never asked from the replica)
@@ -77,11 +92,10 @@ def prompt_text(body: dict) -> str:
     return ""
 
 
-def prefix_hashes(text: str, block_chars: int = BLOCK_CHARS, max_blocks: int = 256
+def prefix_hashes(text: str, block_chars: int = BLOCK_CHARS, max_blocks: int = MAX_BLOCKS
                   ) -> list[bytes]:
     """Chained hashes of the full ``block_chars``-character blocks of ``text`` (block ``i``'s
-    hash covers the whole prefix up to its end), at most ``max_blocks`` (the extension's
-    ``maxPrefixBlocksToMatch`` is 256 too)."""
+    hash covers the whole prefix up to its end), at most ``max_blocks``."""
     data = text.encode("utf-8")
     out, parent = [], b""
     for i in range(min(len(data) // block_chars, max_blocks)):
@@ -266,9 +280,16 @@ class Upstream:
                 writer.close()
 
 
+async def _disconnected(receive) -> None:
+    """Return when the client has hung up."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 def create_router_app(urls: list[str], policy: str = "round_robin", **picker_options):
     """The router's ASGI application over the replicas at ``urls``: a plain ASGI handler for
     the routed paths (:data:`ROUTED`) in front of a FastAPI app for the others."""
+    import asyncio
     import contextlib
 
     import httpx
@@ -365,11 +386,15 @@ def create_router_app(urls: list[str], policy: str = "round_robin", **picker_opt
             out = [(k.encode(), headers[k].encode()) for k in _PASS_HEADERS if k in headers]
             await send({"type": "http.response.start", "status": status,
                         "headers": out + [(b"x-labkit-replica", url.encode())]})
+            gone = asyncio.ensure_future(_disconnected(receive))
             try:
                 async for chunk in stream:
+                    if gone.done():           # the client left: drop the replica's connection,
+                        return                # which aborts the request there
                     await send({"type": "http.response.body", "body": chunk,
                                 "more_body": True})
             finally:
+                gone.cancel()
                 await stream.aclose()
             await send({"type": "http.response.body", "body": b""})
         finally:
