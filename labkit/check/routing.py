@@ -193,7 +193,8 @@ def check_when_least_outstanding(answer) -> str:
         "a": "least-outstanding counts requests in flight; it never looks at a prompt, so its "
              "hit rate is round-robin's kind (see the table). Prefixes need prefix-aware routing.",
         "c": "with identical requests and replicas, round-robin already gives each replica the "
-             "same work, and least-outstanding picks the same replicas: no gain.",
+             "same work, and least-outstanding has nothing to correct: no gain (see the "
+             "simulation's equal-costs row).",
         "d": "round-robin spreads requests evenly by count, not by work: a replica that drew "
              "several long answers keeps a queue while another idles.",
     }
