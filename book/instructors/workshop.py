@@ -271,7 +271,7 @@ TRACKS = (
     Track("Serving", "serving", "teams that will run LLM inference on EKS",
           ["book/00-primer", "book/01-models", "labs/01-small-model-inference",
            "book/04-inference-libraries", "book/05-inference-servers", "labs/04-serving",
-           "book/08-hardware-options", "book/09-workload-patterns"]),
+           "labs/07-routing", "book/08-hardware-options", "book/09-workload-patterns"]),
     Track("Platform sizing", "platform-sizing", "platform teams that size node pools and budgets",
           ["book/01-models", "book/02-training-vs-inference", "book/07-storage",
            "book/08-hardware-options", "labs/06-capacity-planning", "book/09-workload-patterns"]),
