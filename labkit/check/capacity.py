@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from labkit import capacity, catalog, queueing
+from labkit.planning import capacity, catalog, queueing
 from labkit.check import LabCheckError, as_number, expect, passed
 
 

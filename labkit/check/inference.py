@@ -14,6 +14,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 from labkit.check import LabCheckError, as_number, passed
+from labkit.planning.catalog import gpu_bandwidth_GBps  # noqa: F401  (Lab 1 reads it from here)
 
 __all__ = ["answer_time", "check_answer_time", "check_prefill_ratio", "kv_slope_ms",
            "check_kv_slope", "reference_batch", "check_batch_choice", "check_roofline",
@@ -169,21 +170,6 @@ def check_roofline(roofline_tok_s, result: Mapping) -> str:
                             f"(bytes/s) / bytes read per token.")
     pct = 100 * result["decode_tok_s"] / want
     return _ok(f"roofline {want:.1f} tok/s; the decode loop reached {pct:.0f} % of it.")
-
-
-def gpu_bandwidth_GBps(name: str) -> tuple[float, str]:
-    """Peak memory bandwidth of accelerator ``name`` from the course catalog, and where the
-    figure comes from: the vendor's (``"cited"``) or, where the vendor publishes none (A10G),
-    the catalog's clearly marked third-party figure (``"third-party"``)."""
-    from labkit import catalog
-
-    entry = catalog.accelerator(name)
-    if entry.get("memory_bandwidth_GBps"):
-        return float(entry["memory_bandwidth_GBps"]), "cited"
-    unofficial = entry.get("unofficial", {}).get("memory_bandwidth_GBps")
-    if unofficial:
-        return float(unofficial), "third-party"
-    raise ValueError(f"the catalog has no memory bandwidth for {name}")
 
 
 def gpu_roofline_tok_s(name: str, weight_bytes: float) -> float:
