@@ -114,13 +114,16 @@ def raise_if_slip(name: str, value: float, candidates, rel: float = 0.01,
             raise LabCheckError(f"{name} = {value:.4g}: {hint}")
 
 
-def raise_if_rate_slip(got: float, count: float, seconds: float, inverted_hint: str) -> None:
-    """The two usual slips of a rate ``count / seconds``: the inverse (``inverted_hint``) and a
-    time taken in milliseconds."""
+def rate_is_right(got: float, count: float, seconds: float, inverted_hint: str) -> bool:
+    """Whether ``got`` is the rate ``count / seconds``; raises :class:`LabCheckError` on its two
+    usual slips, the inverse (with ``inverted_hint``) and a time taken in milliseconds."""
+    if is_close(got, count / seconds):
+        return True
     if is_close(got, seconds / count):
         raise LabCheckError(inverted_hint)
     if is_close(got, count / (seconds * 1e3)):
         raise LabCheckError("the time looks like it was taken in milliseconds; use seconds.")
+    return False
 
 
 class Passed(str):

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 
 from labkit.check import (LabCheckError, as_number, is_close, off_by, passed,
-                          raise_if_rate_slip)
+                          rate_is_right)
 
 __all__ = ["check_tokens_per_s", "check_speedup", "metric_value", "metric_sum",
            "check_mean_batch", "check_refused_share", "check_bad_requests", "check_knob_map",
@@ -30,11 +30,10 @@ def check_tokens_per_s(value, usage, seconds: float) -> str:
     fields = dict(usage) if isinstance(usage, Mapping) else {"completion_tokens": usage}
     completion_tokens = fields["completion_tokens"]
     want = completion_tokens / seconds
-    if is_close(got, want):
+    if rate_is_right(got, completion_tokens, seconds,
+                     "that is seconds per token; divide tokens by seconds instead."):
         return passed(f"{got:.0f} tokens/s for one request on its own: the baseline a batch "
-                   f"has to beat.")
-    raise_if_rate_slip(got, completion_tokens, seconds,
-                       "that is seconds per token; divide tokens by seconds instead.")
+                      f"has to beat.")
     for name in ("total_tokens", "prompt_tokens"):
         if name in fields and fields[name] != completion_tokens \
                 and is_close(got, fields[name] / seconds):
@@ -187,11 +186,10 @@ def check_flood_goodput(value, before: str, after: str, seconds: float,
         raise LabCheckError("no request succeeded between the two readings: take `before` "
                             "just before the flood and `after` just after it.")
     want = done / seconds
-    if is_close(got, want):
+    if rate_is_right(got, done, seconds,
+                     "that is seconds per request; divide the requests by the seconds."):
         return passed(f"{got:.1f} successful requests per second while the flood lasted, read "
-                   f"from the server's own counter.")
-    raise_if_rate_slip(got, done, seconds,
-                       "that is seconds per request; divide the requests by the seconds.")
+                      f"from the server's own counter.")
     if is_close(got, metric_sum(after, "vllm:request_success_total") / seconds):
         raise LabCheckError("a counter counts since the server started: subtract the value "
                             "before the flood from the value after it.")
