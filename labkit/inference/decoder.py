@@ -25,7 +25,7 @@ a prompt (prefill) is the same call with ``T`` tokens. Without a cache the whole
 recomputed, which is what "KV cache off" means in the course's measurements.
 
 For **continuous batching** (a server that lets requests join and leave the running batch at
-every step, see :mod:`labkit.serving.batching`) the batch is a set of *slots*, each holding one sequence
+every step, see ``labkit.serving.batching``) the batch is a set of *slots*, each holding one sequence
 at its own position: :class:`~labkit.inference.kv_cache.SlotCache` holds their keys and values,
 :meth:`Decoder.prefill_slot` puts a new prompt into a free slot, and
 :meth:`Decoder.decode_slots` runs one decode step for any set of slots at once.
@@ -89,7 +89,7 @@ class Decoder(nn.Module):
     """The decoder-only transformer; see the module docstring.
 
     ``forward(tokens, cache=None)`` returns logits ``[B, T, vocab]`` (or ``[B, 1, vocab]`` for
-    the last position only with ``last_only=True``). With a :class:`KVCache` it appends the
+    the last position only with ``last_only=True``). With a :class:`~labkit.inference.kv_cache.KVCache` it appends the
     ``T`` new positions to the cache and attends over everything cached so far.
     """
 
@@ -124,7 +124,7 @@ class Decoder(nn.Module):
         return per_layer * len(self.layers) + self.lm_head.in_features * self.lm_head.out_features
 
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
-        """A zeroed :class:`KVCache` for ``batch_size`` sequences of up to ``capacity`` tokens,
+        """A zeroed :class:`~labkit.inference.kv_cache.KVCache` for ``batch_size`` sequences of up to ``capacity`` tokens,
         in this model's dtype and device."""
         p = self.embed.weight
         cache = KVCache(self.config, batch_size, capacity, p.dtype, p.device)
@@ -132,8 +132,8 @@ class Decoder(nn.Module):
         return cache
 
     def new_slot_cache(self, max_slots: int, capacity: int) -> SlotCache:
-        """An empty :class:`SlotCache` of ``max_slots`` sequences of up to ``capacity`` tokens
-        each (it can :meth:`~SlotCache.grow`), in this model's dtype and device."""
+        """An empty :class:`~labkit.inference.kv_cache.SlotCache` of ``max_slots`` sequences of up to ``capacity`` tokens
+        each (it can :meth:`~labkit.inference.kv_cache.SlotCache.grow`), in this model's dtype and device."""
         p = self.embed.weight
         cache = SlotCache(self.config, max_slots, capacity, p.dtype, p.device)
         cache.plan = self.decode_plan()
@@ -146,7 +146,7 @@ class Decoder(nn.Module):
 
         Args:
             tokens: token ids, ``[B, T]``.
-            cache: a :class:`KVCache` to append to (decode), or None to process ``tokens`` as a
+            cache: a :class:`~labkit.inference.kv_cache.KVCache` to append to (decode), or None to process ``tokens`` as a
                 whole sequence from position 0 (training, or decoding without a cache).
             valid: without a cache, ``[B, T]`` bool marking real (not padding) tokens; with a
                 cache, padding is taken from ``cache.valid``.

@@ -104,7 +104,7 @@ class Samples:
         """The values, read as seconds (for timings)."""
         return self.values
 
-    #: The median, min and max read as seconds (for timings: ``timeit`` returns seconds).
+    #: The median, min and max again, read as seconds (``timeit`` returns seconds).
     median_s = median
     min_s = min
     max_s = max
