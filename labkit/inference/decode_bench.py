@@ -31,11 +31,11 @@ def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: boo
                      probe_repeats: int = 5, hf_model=None) -> dict:
     """Decode speed of ``model`` against this machine's memory-bandwidth roofline, one run.
 
-    Measures the bandwidth with :func:`~labkit.machine.probes.gemv_read_GBps` (unless given) before and
-    after the decoding, and keeps the better probe: the stricter reference. Between them it
+    Measures the bandwidth with :func:`~labkit.machine.probes.gemv_read_GBps` (unless given) before
+    and after the decoding, and keeps the better probe: the stricter reference. Between them it
     decodes ``new_tokens`` greedy tokens after a ``prompt_tokens``-token prompt for each of
-    ``batch_size`` sequences, ``repeats`` times after one warm-up call, end-of-sequence
-    ignored. The roofline is the speed at which the weights could be read once per step:
+    ``batch_size`` sequences, ``repeats`` times after one warm-up call, end-of-sequence ignored. The
+    roofline is the speed at which the weights could be read once per step:
 
         roofline_tok_s = batch_size * bandwidth / weight bytes read per step
 
@@ -57,10 +57,11 @@ def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: boo
     smaller than it: then part of them may be served from the cache and the "% of roofline"
     can exceed 100.
 
-    ``hf_model`` (a Transformers model of the same weights, e.g. :func:`~labkit.inference.smollm2.load_smollm2_hf`)
-    adds ``result["hf"]``: ``generate()`` timed as in :func:`time_hf_generate`, one call
-    right after each of the loop's repetitions (same prompt, tokens, repetitions, threads and
-    statistic, and the same moments of machine load). Batch 1 with the KV cache only.
+    ``hf_model`` (a Transformers model of the same weights, e.g.
+    :func:`~labkit.inference.smollm2.load_smollm2_hf`) adds ``result["hf"]``: ``generate()`` timed
+    as in :func:`time_hf_generate`, one call right after each of the loop's repetitions (same
+    prompt, tokens, repetitions, threads and statistic, and the same moments of machine load).
+    Batch 1 with the KV cache only.
 
     Returns a dict with the keys of ``bench decode --json`` plus details (tok/s min/max,
     time to first token, per-token latency, the bandwidth spread, threads, cache facts).

@@ -1,6 +1,7 @@
 """A decoder-only transformer written out in plain PyTorch, with a static KV cache.
 
-This is the network behind both of the course's language models (see :mod:`labkit.inference.language_model`):
+This is the network behind both of the course's language models (see
+:mod:`labkit.inference.language_model`):
 
 - SmolLM2-135M-Instruct, whose Hugging Face (Llama) weights are loaded into it, and
 - the course's own tiny model, the same architecture at about 1/100 of the size.
@@ -146,8 +147,9 @@ class Decoder(nn.Module):
 
         Args:
             tokens: token ids, ``[B, T]``.
-            cache: a :class:`~labkit.inference.kv_cache.KVCache` to append to (decode), or None to process ``tokens`` as a
-                whole sequence from position 0 (training, or decoding without a cache).
+            cache: a :class:`~labkit.inference.kv_cache.KVCache` to append to (decode), or None
+                to process ``tokens`` as a whole sequence from position 0 (training, or decoding
+                without a cache).
             valid: without a cache, ``[B, T]`` bool marking real (not padding) tokens; with a
                 cache, padding is taken from ``cache.valid``.
             last_only: return the logits of the last position only (what generation needs;

@@ -162,7 +162,8 @@ class LanguageModel:
             threads: PyTorch threads for this call (restored after); None keeps the current.
 
         Returns:
-            A :class:`~labkit.inference.generation.Generation` with the texts, the ids and the :class:`~labkit.inference.generation.GenerationTimings`.
+            A :class:`~labkit.inference.generation.Generation` with the texts, the ids and the
+            :class:`~labkit.inference.generation.GenerationTimings`.
 
         Raises:
             ValueError: empty prompt, ``max_new_tokens`` < 1, prompt + new tokens longer than

@@ -25,8 +25,8 @@ LLC_MULTIPLE = 4
 def probe_size_mib(minimum_mib: int, arrays: int = 1, multiple: int = LLC_MULTIPLE) -> int:
     """MiB per array for a memory-bandwidth probe over ``arrays`` arrays: at least
     ``minimum_mib``, and large enough that all arrays together are ``multiple`` x the
-    last-level cache (:func:`~labkit.machine.facts.last_level_cache_bytes`). Machines that report no cache size get
-    ``minimum_mib``."""
+    last-level cache (:func:`~labkit.machine.facts.last_level_cache_bytes`). Machines that report no
+    cache size get ``minimum_mib``."""
     llc = last_level_cache_bytes()
     need = 0 if llc is None else -(-multiple * llc // (arrays * 2**20))
     return max(int(minimum_mib), int(need))

@@ -1,13 +1,15 @@
 """Capacity planning: which instance serves model X at context Y and batch Z, how many, what cost.
 
-Built on :mod:`labkit.planning.memory` (bytes of weights and KV cache) and :mod:`labkit.planning.catalog` (cited
-accelerator and instance facts). Four steps, each a function a notebook can show on its own:
+Built on :mod:`labkit.planning.memory` (bytes of weights and KV cache) and
+:mod:`labkit.planning.catalog` (cited accelerator and instance facts). Four steps, each a function a
+notebook can show on its own:
 
 1. :func:`memory_breakdown`: the accelerator memory one replica needs, split into weights,
    KV cache, activations and runtime overhead.
 2. :func:`options`: for every instance type in the catalog, the smallest tensor-parallel degree
    whose devices hold that memory within the server's budget (:data:`MEMORY_UTILIZATION` of each
-   device, the --gpu-memory-utilization the course's manifests set), and how many replicas fit on one node.
+   device, the --gpu-memory-utilization the course's manifests set), and how many replicas fit on
+   one node.
 3. :func:`replicas_needed`: replicas for a request rate, given what one replica sustains.
 4. :func:`plan`: nodes and cost per hour and per million requests, from the cited On-Demand
    prices (:func:`on_demand_price`), cheapest first.
@@ -268,7 +270,8 @@ def options(model_: str | Model, *, context: int, batch: int = 1, dtype: str = "
     """For each instance type, whether and how a replica fits (smallest tensor parallelism first).
 
     A replica fits ``tp`` devices when ``total / tp`` is at most ``utilization`` of one device's
-    memory (default 0.9, the ``--gpu-memory-utilization`` the course's manifests set), not all of it.
+    memory (default 0.9, the ``--gpu-memory-utilization`` the course's manifests set), not all of
+    it.
 
     An accelerator that does not run ``dtype`` natively (bf16 on a T4 or V100:
     :func:`labkit.planning.catalog.runs_natively`) does not fit, with ``runs_dtype`` False.

@@ -209,8 +209,10 @@ def recommend(n_params: float | None = None, *, model: str | capacity.Model | No
     """The course's recommendation for serving or training a model on EKS.
 
     Args:
-        n_params: parameter count; or give ``model`` (a key of :data:`~labkit.planning.capacity.MODELS` or a
-            :class:`~labkit.planning.capacity.Model`) to include its KV cache at ``context`` x ``batch``.
+        n_params: parameter count; or give ``model`` (a key of
+        :data:`~labkit.planning.capacity.MODELS` or a
+            :class:`~labkit.planning.capacity.Model`) to include its KV cache at ``context`` x
+            ``batch``.
         workload: ``"inference"`` or ``"training"`` (mixed-precision AdamW, 16 bytes per
             parameter plus a 20 % margin for activations).
         pattern: ``"real-time"``, ``"batch"``, ``"streaming"`` or ``"interactive"``.
