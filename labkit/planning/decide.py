@@ -210,7 +210,7 @@ def recommend(n_params: float | None = None, *, model: str | capacity.Model | No
 
     Args:
         n_params: parameter count; or give ``model`` (a key of
-        :data:`~labkit.planning.capacity.MODELS` or a
+            :data:`~labkit.planning.capacity.MODELS` or a
             :class:`~labkit.planning.capacity.Model`) to include its KV cache at ``context`` x
             ``batch``.
         workload: ``"inference"`` or ``"training"`` (mixed-precision AdamW, 16 bytes per

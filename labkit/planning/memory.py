@@ -53,8 +53,8 @@ def weight_bytes(n_params: float, dtype: str) -> float:
     Q4_1 (groups of 32 with an fp16 scale and an fp16 minimum: 20 bytes per 32 weights) is
     5 bits per weight, 25 % over 4; the course's own int4 format
     (:class:`labkit.inference.quant.Int4WeightOnlyLinear`, an fp32 scale and an fp32 minimum per
-    group) adds 25 % at g = 64 and 12.5 % at g = 128. int8 with one fp32 scale per output row adds 4
-    / (input width) bytes per weight, under 1 % for rows of 512 or more. Measure a quantized
+    group) adds 25 % at g = 64 and 12.5 % at g = 128. int8 with one fp32 scale per output row
+    adds 4 / (input width) bytes per weight, under 1 % for rows of 512 or more. Measure a quantized
     checkpoint's size on disk when the margin matters.
 
     Example:
