@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from labkit import memory, quant, scratch, zoo
+from labkit.inference import quant, zoo
+from labkit.planning import memory
+from labkit.machine import scratch
 
 
 @pytest.mark.parametrize("d_model,n_layers", [(64, 1), (128, 3)])
