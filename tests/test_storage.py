@@ -1,7 +1,7 @@
 """Unit tests of the labkit.storage package (disk, random reads, small files, fio, comparison,
 benchmark CLI, cited figures, PyTorch data loading and checkpoints, patterns), with small sizes.
 
-The deprecated old paths are tested in tests/test_storage_shims.py."""
+The deprecated old paths are tested in tests/test_storage_distributed_shims.py."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 
 from labkit import scratch
 from labkit.storage import (bench, cited, compare, context, disk, fio, pagecache,
-                            random_reads, smallfiles)
+                            randread, smallfiles)
 from labkit.storage.measures import GiB, KiB, MiB, Throughput
 
 LINUX = sys.platform == "linux"
@@ -208,9 +208,9 @@ def test_bytes_for_block():
 def test_random_reads_iops_and_latency(root):
     with scratch.scratch_dir(2 * MiB) as d:
         f = disk.make_file(d / "f.bin", 1 * MiB)
-        r1 = random_reads.random_reads(f, ops=100, seed=1)
-        r2 = random_reads.random_reads(f, ops=101, threads=2, method="buffered", seed=1)
-        big = random_reads.random_reads(f, ops=300, seed=2)  # more reads than blocks: repeats
+        r1 = randread.random_reads(f, ops=100, seed=1)
+        r2 = randread.random_reads(f, ops=101, threads=2, method="buffered", seed=1)
+        big = randread.random_reads(f, ops=300, seed=2)  # more reads than blocks: repeats
     assert r1.ops == 100 and r1.threads == 1 and r1.iops > 0
     assert set(r1.latencies_us) == {"p50", "p90", "p99", "p99.9", "mean"}
     lat = r1.latencies_us
@@ -235,7 +235,7 @@ def test_random_reads_closes_its_fd_when_setup_fails(root, monkeypatch):
 
         monkeypatch.setattr(os, "posix_fadvise", broken)
         with pytest.raises(OSError, match="fadvise failed"):
-            random_reads.random_reads(f, ops=4, threads=2, method="buffered")
+            randread.random_reads(f, ops=4, threads=2, method="buffered")
         assert _open_fds() == before
 
 
@@ -244,7 +244,7 @@ def test_rates_over_zero_seconds_raise():
         Throughput(10, 0.0).MBps
     with pytest.raises(ValueError, match="no measurable time"):
         Throughput(10, 0.0, ops=1).ops_per_s
-    r = random_reads.RandomReadResult(ops=4, block_size=4096, threads=1, seconds=0.0,
+    r = randread.RandomReadResult(ops=4, block_size=4096, threads=1, seconds=0.0,
                                  latencies_us={"mean": 1.0})
     with pytest.raises(ValueError, match="no measurable time"):
         r.iops
@@ -255,15 +255,15 @@ def test_random_reads_rejects_bad_options(root):
     with scratch.scratch_dir(1 * MiB) as d:
         f = disk.make_file(d / "f.bin", 8 * KiB)
         with pytest.raises(ValueError, match="one read per thread"):
-            random_reads.random_reads(f, ops=1, threads=2)
+            randread.random_reads(f, ops=1, threads=2)
         with pytest.raises(ValueError, match="smaller than one block"):
-            random_reads.random_reads(f, ops=1, block_size=16 * KiB)
+            randread.random_reads(f, ops=1, block_size=16 * KiB)
 
 
 def test_percentiles_match_numpy():
     np = pytest.importorskip("numpy")
     xs = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
-    got = random_reads._percentiles(xs, (50, 90, 99.9))
+    got = randread._percentiles(xs, (50, 90, 99.9))
     assert got["p50"] == pytest.approx(np.percentile(xs, 50))
     assert got["p90"] == pytest.approx(np.percentile(xs, 90))
     assert got["p99.9"] == pytest.approx(np.percentile(xs, 99.9))

@@ -10,7 +10,7 @@ module                         what it holds
 :mod:`~.pagecache`             aligned buffers, ``O_DIRECT`` support, dropping a file's pages,
                                ``fsync``/``syncfs``
 :mod:`~.disk`                  sequential writes and reads of one file, cold or warm
-:mod:`~.random_reads`          random reads: IOPS and latency percentiles
+:mod:`~.randread`              random reads: IOPS and latency percentiles
 :mod:`~.smallfiles`            many small files against one big file
 :mod:`~.fio`                   fio: job files, running it, parsing its JSON
 :mod:`~.compare`               Python against fio on the same file (block-size sweep, compare_*)
@@ -24,7 +24,7 @@ module                         what it holds
 =============================  ================================================================
 
 Imports point down this package: ``measures`` and ``pagecache`` import nothing of labkit;
-``disk`` builds on them; ``random_reads`` and ``smallfiles`` on ``disk``; ``compare`` on those
+``disk`` builds on them; ``randread`` and ``smallfiles`` on ``disk``; ``compare`` on those
 and ``fio``; ``bench`` on ``compare``, ``smallfiles`` and ``context``. Outside the package
 only :mod:`labkit.scratch` (scratch space) is imported. Import what you use from its module
 (``from labkit.storage.disk import read_file``); nothing heavy is imported here.
@@ -51,7 +51,7 @@ _MOVED = {
                      "cached_fraction"), "pagecache"),
     **dict.fromkeys(("BLOCK_SIZES", "MAX_DEFAULT_BYTES", "DEFAULT_FILE_BYTES", "make_file",
                      "write_file", "read_file"), "disk"),
-    **dict.fromkeys(("RandomReadResult", "random_reads"), "random_reads"),
+    **dict.fromkeys(("RandomReadResult", "random_reads"), "randread"),
     **dict.fromkeys(("make_small_files", "read_small_files", "read_big_file", "small_vs_big"),
                     "smallfiles"),
     **dict.fromkeys(("FIO_INSTALL_HINT", "fio_path", "fio_version", "fio_message",

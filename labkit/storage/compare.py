@@ -2,10 +2,10 @@
 
 Every Python figure comes with its distance to the hardware's limit: :func:`compare_seq_read`
 and :func:`compare_rand_read` alternate the Python measurement (:mod:`~labkit.storage.disk`,
-:mod:`~labkit.storage.random_reads`) and fio's (:mod:`~labkit.storage.fio`) ``repeats`` times;
+:mod:`~labkit.storage.randread`) and fio's (:mod:`~labkit.storage.fio`) ``repeats`` times;
 :func:`sweep_block_sizes` does it for every block size. Without fio the Python side still
 runs and :func:`labkit.storage.fio.fio_message` says how to install it. Sits above
-``disk``, ``random_reads`` and ``fio``.
+``disk``, ``randread`` and ``fio``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from labkit.storage import fio
 from labkit.storage.disk import BLOCK_SIZES, read_file, resolve_method, size_label
 from labkit.storage.measures import KiB, MiB, Stats
 from labkit.storage.pagecache import ALIGN
-from labkit.storage.random_reads import random_reads
+from labkit.storage.randread import random_reads
 
 
 @dataclass
