@@ -16,8 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from labkit.bench import timeit
-from labkit.memory import normalize_dtype
+from labkit.machine.timing import timeit
+from labkit.machine.dtypes import normalize_dtype
 
 _CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16",
                           "amx_int8", "asimd", "sve")

@@ -16,19 +16,8 @@ from numbers import Real
 from pathlib import Path
 from typing import NamedTuple
 
-#: Bytes needed to store one value of each supported precision.
-BYTES_PER_PARAM: dict[str, float] = {
-    "fp32": 4.0,
-    "fp16": 2.0,
-    "bf16": 2.0,
-    "fp8": 1.0,
-    "int8": 1.0,
-    "int4": 0.5,
-}
-
-_ALIASES = {"float32": "fp32", "float": "fp32", "float16": "fp16", "half": "fp16",
-            "bfloat16": "bf16", "float8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
-            "qint8": "int8", "quint4x2": "int4"}
+from labkit.machine.dtypes import (BYTES_PER_PARAM, bytes_per_param,  # noqa: F401 (re-exported)
+                                   normalize_dtype, tensor_bytes)
 
 #: Bytes per parameter of each training recipe: (weights, gradients, optimizer states).
 #: Activations are not included: they depend on batch size and sequence length.
@@ -53,24 +42,6 @@ def _check_count(value, what: str) -> float:
     if value < 0:
         raise ValueError(f"{what} must be >= 0, got {value}")
     return float(value)
-
-
-def normalize_dtype(dtype: str) -> str:
-    """The course's name for a precision: ``'float16'`` -> ``'fp16'``.
-
-    Accepts the names in :data:`BYTES_PER_PARAM`, common aliases and ``torch.dtype`` objects.
-    Raises ValueError for anything else, naming what is allowed.
-    """
-    name = str(dtype).removeprefix("torch.").lower()
-    name = _ALIASES.get(name, name)
-    if name not in BYTES_PER_PARAM:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of: {', '.join(BYTES_PER_PARAM)}")
-    return name
-
-
-def bytes_per_param(dtype: str) -> float:
-    """Bytes to store one parameter in ``dtype`` (fp32 4, fp16/bf16 2, fp8/int8 1, int4 0.5)."""
-    return BYTES_PER_PARAM[normalize_dtype(dtype)]
 
 
 def weight_bytes(n_params: float, dtype: str) -> float:
@@ -325,27 +296,3 @@ def measure_load_memory(path, how: str, device: str = "cpu", timeout_s: float = 
     if proc.returncode != 0:
         raise RuntimeError(f"the load in a subprocess failed: {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def tensor_bytes(tensors) -> int:
-    """Bytes held by the tensors of a model, a state_dict or any iterable of tensors, as stored.
-
-    Counted from the tensors themselves (elements x element size): for a plain dtype that is
-    the dtype's definition (**derived**), for a quantized state it includes the scales the
-    quantizer kept. A file's size on disk (``Path.stat().st_size``) is the measurement that
-    can disagree (headers, alignment, metadata).
-    """
-    import torch
-
-    if isinstance(tensors, torch.nn.Module):
-        tensors = tensors.state_dict().values()
-    elif isinstance(tensors, dict):
-        tensors = tensors.values()
-    elif isinstance(tensors, torch.Tensor):
-        tensors = [tensors]
-    total = 0
-    for t in tensors:
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"tensor_bytes expects tensors, a state_dict or a module, got {type(t).__name__}")
-        total += t.numel() * t.element_size()
-    return total

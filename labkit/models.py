@@ -49,11 +49,11 @@ from pathlib import Path
 import torch
 
 from labkit.decoder import Decoder, DecoderConfig, hf_llama_to_decoder_state
+from labkit.machine.dtypes import model_dtypes, torch_dtype  # noqa: F401 (torch_dtype re-exported)
 
 #: The precisions a model can be loaded in (course name -> torch dtype). Integer formats
 #: need quantized kernels and live in :mod:`labkit.quant`.
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
-                                  "fp16": torch.float16}
+DTYPES: dict[str, torch.dtype] = model_dtypes()
 
 #: Names accepted by :func:`load_model` and ``bench decode --model``.
 MODEL_NAMES: tuple[str, ...] = ("smollm2", "tiny-gpt")
@@ -76,23 +76,6 @@ TINY_FILES = {"weights": "tiny_gpt.safetensors", "config": "tiny_gpt.json",
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-def torch_dtype(dtype: str) -> torch.dtype:
-    """The torch dtype of a course precision name (``"fp32"``, ``"bf16"``, ``"fp16"``).
-
-    Raises ValueError naming the allowed values for anything else (int8 and int4 need the
-    quantized kernels of :mod:`labkit.quant`).
-    """
-    if isinstance(dtype, torch.dtype):
-        if dtype in DTYPES.values():
-            return dtype
-        raise ValueError(f"dtype {dtype} is not one of the course's model dtypes: "
-                         f"{', '.join(DTYPES)}")
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r} for a language model; use one of "
-                         f"{', '.join(DTYPES)} (int8/int4 weights: see labkit.quant)")
-    return DTYPES[dtype]
-
-
 def dtype_name(dtype: torch.dtype) -> str:
     """Inverse of :func:`torch_dtype`: ``torch.float32`` -> ``"fp32"``."""
     for name, value in DTYPES.items():
@@ -868,7 +851,7 @@ def measure_gemv_bandwidth(size_mib: int | None = None, repeats: int = 8,
     ``bytes``, ``threads``, ``llc_bytes`` (None when unknown) and ``dram_bound`` (W >= 4 x
     the last-level cache).
     """
-    from labkit.bench import timeit
+    from labkit.machine.timing import timeit
     from labkit.hardware import LLC_MULTIPLE, last_level_cache_bytes, probe_size_mib
 
     if size_mib is None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from labkit.memory import normalize_dtype
+from labkit.machine.dtypes import normalize_dtype
 from labkit.models import LanguageModel, torch_dtype
 
 _FLOAT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -599,7 +599,7 @@ def measure_onnx_precisions(model, names=tuple(ONNX_PRECISIONS), *, new_tokens: 
 
     from labkit import backends
     from labkit.models import bench_prompt
-    from labkit.scratch import scratch_dir
+    from labkit.machine.scratch import scratch_dir
 
     unknown = [n for n in names if n not in ONNX_PRECISIONS]
     if unknown:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit.decoder import Decoder, DecoderConfig, init_weights
+from labkit.machine.dtypes import tensor_bytes
 
 
 class SimulatedCrash(RuntimeError):
@@ -57,19 +58,6 @@ def random_batch(data: torch.Tensor, batch_size: int, seq_len: int,
     return x, y
 
 
-def _tensor_bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if t is None:
-            continue
-        storage = t.untyped_storage()
-        if storage.data_ptr() in seen:
-            continue
-        seen.add(storage.data_ptr())
-        total += storage.nbytes()
-    return total
-
-
 def measure_training_memory(net: Decoder, tokens: torch.Tensor, targets: torch.Tensor,
                             lr: float = 1e-3) -> dict:
     """Bytes held at each phase of one training step of ``net`` on one batch.
@@ -95,22 +83,22 @@ def measure_training_memory(net: Decoder, tokens: torch.Tensor, targets: torch.T
         logits = net(tokens)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     weight_storages = {p.untyped_storage().data_ptr() for p in params}
-    activations = _tensor_bytes(t for t in saved
+    activations = tensor_bytes(t for t in saved
                                 if t.untyped_storage().data_ptr() not in weight_storages)
     saved.clear()
     optimizer = torch.optim.AdamW(params, lr=lr)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    gradients = _tensor_bytes(p.grad for p in params)
+    gradients = tensor_bytes(p.grad for p in params)
     optimizer.step()
-    states = _tensor_bytes(v for s in optimizer.state.values() for v in s.values()
+    states = tensor_bytes(v for s in optimizer.state.values() for v in s.values()
                            if isinstance(v, torch.Tensor) and v.numel() > 1)
     with torch.no_grad():
         net.load_state_dict(before)
     for p in params:
         p.grad = None
     net.eval()
-    return {"n_params": sum(p.numel() for p in params), "weights": _tensor_bytes(params),
+    return {"n_params": sum(p.numel() for p in params), "weights": tensor_bytes(params),
             "gradients": gradients, "activations": activations, "optimizer_states": states}
 
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from labkit import memory, quant, scratch, zoo
+from labkit import memory, quant, zoo
+from labkit.machine import scratch
 
 
 @pytest.mark.parametrize("d_model,n_layers", [(64, 1), (128, 3)])
