@@ -1,12 +1,10 @@
-"""Deprecated: moved to :mod:`labkit.storage.patterns` (issue 18); this shim goes in the next
-release."""
+"""Deprecated: moved to :mod:`labkit.storage.patterns` (issue 18); kept for one release."""
 
-import warnings
+from labkit.deprecated import warn_moved
 
-from labkit.storage.measures import MiB, Throughput  # noqa: F401
-from labkit.storage.pagecache import aligned_buffer  # noqa: F401
-from labkit.storage.patterns import (BackgroundUploader, LatencyServer, ranged_get,  # noqa: F401
-                                     simulate_training, throttled_copy)
+warn_moved("labkit.storage_patterns", "labkit.storage.patterns")
 
-warnings.warn("labkit.storage_patterns is deprecated; import from labkit.storage.patterns "
-              "(issue 18)", DeprecationWarning, stacklevel=2)
+from labkit.storage.measures import MiB, Throughput  # noqa: E402,F401
+from labkit.storage.pagecache import aligned_buffer  # noqa: E402,F401
+from labkit.storage.patterns import (BackgroundUploader, LatencyServer,  # noqa: E402,F401
+                                     ranged_get, simulate_training, throttled_copy)

@@ -1,6 +1,7 @@
 """The labkit.distributed package and labkit.check.distributed, and the chapter 06 manifests.
 
-The deprecated old path (names of the flat module) is tested in tests/test_storage_distributed_shims.py.
+The deprecated old path (names of the flat module) is tested in
+tests/test_storage_distributed_shims.py.
 
 Fast: the arithmetic, the shards and the checks run in milliseconds; the torch.distributed
 tests fork 2 gloo ranks (well under a second each, a few seconds for the DDP comparison);

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import scratch
+from labkit.machine import scratch
 from labkit.storage import (bench, cited, compare, context, disk, fio, pagecache,
                             randread, smallfiles)
 from labkit.storage.measures import GiB, KiB, MiB, Throughput
@@ -61,7 +61,7 @@ def test_default_root_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path / "x"))
     assert scratch.scratch_root() == tmp_path / "x"
     monkeypatch.delenv("LABKIT_SCRATCH")
-    repo = Path(scratch.__file__).resolve().parent.parent
+    repo = Path(scratch.__file__).resolve().parents[2]
     assert scratch.scratch_root() == repo / ".scratch"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -29,8 +30,8 @@ fio_version fio_message fio_required ensure_fio fio_seq_read fio_rand_read stora
 storage_option storage_table storage_sources fleet_load_seconds bench_storage_cli
 bench_dataloader bench_checkpoint TABLE_COLUMNS BENCH_KEYS run_benchmark write_samples SampleSet
 SampleDataset save_checkpoint load_checkpoint state_dict_bytes""".split()
-#: old wrappers of labkit.scratch, kept with their old signatures (ARC-09)
-OLD_STORAGE_SCRATCH = {"default_scratch_root", "check_free_space", "scratch_dir", "SPACE_FACTOR"}
+#: old wrappers of labkit.machine.scratch, kept with their old signatures (ARC-09)
+OLD_STORAGE_SIGNATURES = {"check_free_space", "scratch_dir", "SPACE_FACTOR"}
 OLD_DISTRIBUTED = """RAY_NUM_CPUS RAY_MAX_CPUS RAY_OBJECT_STORE_BYTES SESSION_ENV OWNER_ENV
 OWNER_FILE ShutdownReport default_num_cpus cleanup_dead_sessions ray_processes RaySession
 shutdown_all ray_session ray_overheads object_store_rates corpus_prompts make_shards ShardWorker
@@ -66,13 +67,13 @@ def test_every_old_name_resolves_and_warns(package, name):
     value, caught = _old_name(package, name)
     assert len(caught) == 1, f"{package}.{name} must warn once"
     message = str(caught[0].message)
-    assert f"{package}.{name} is deprecated" in message and "issue 18" in message
-    if name in OLD_STORAGE_SCRATCH:
-        assert "labkit.scratch" in message
-        return
-    home = message.split("import it from ")[1].split()[0]
-    assert home.startswith(package + ".")
-    assert getattr(importlib.import_module(home), name) is value   # the same object
+    assert f"{package}.{name} is deprecated" in message
+    new, home = re.search(r"import (\w+) from (\S+) instead", message).groups()
+    new = name if new == "it" else new
+    assert home.startswith(("labkit.storage.", "labkit.distributed.", "labkit.machine."))
+    if name in OLD_STORAGE_SIGNATURES:
+        return                                  # served with its old signature, tested below
+    assert getattr(importlib.import_module(home), new) is value   # the same object
 
 
 @pytest.mark.parametrize("package,old", [("labkit.storage", OLD_STORAGE),
@@ -91,7 +92,8 @@ def test_unknown_names_still_raise_attribute_error():
 
 
 def test_old_scratch_wrappers_keep_their_signatures(tmp_path, monkeypatch):
-    """The old storage wrappers took the path first (labkit.scratch takes the size first)."""
+    """The old storage wrappers took the path first (labkit.machine.scratch takes the size
+    first) and made folders named labkit-storage-*."""
     import shutil
     from collections import namedtuple
 
@@ -106,17 +108,23 @@ def test_old_scratch_wrappers_keep_their_signatures(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(0, 0, 200))
     assert check_free_space(tmp_path / "not" / "yet", 100) == 200
+    assert _old_name("labkit.storage", "SPACE_FACTOR")[0] == 2
     with pytest.raises(RuntimeError, match="not enough free disk"):
         check_free_space(tmp_path, 101)
 
 
 @pytest.mark.parametrize("module", sorted(OLD_MODULES))
 def test_old_modules_provide_their_names_and_warn(module):
+    """Also: storage_torch.Stats is the one repeated-measurement type now, Samples."""
     sys.modules.pop(module, None)
     with pytest.warns(DeprecationWarning, match=f"{module} is deprecated"):
         shim = importlib.import_module(module)
     missing = [n for n in OLD_MODULES[module] if not hasattr(shim, n)]
     assert not missing
+    if module == "labkit.storage_torch":
+        from labkit.machine.timing import Samples
+
+        assert shim.Stats is Samples
 
 
 def test_new_modules_import_without_warnings():

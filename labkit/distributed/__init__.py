@@ -17,8 +17,9 @@ module                         what it holds
 
 Imports point down this list: ``session`` builds on ``processes``; ``ray_work`` on
 ``processes``; ``cli`` on every other module; ``ranks`` and ``parallelism`` stand alone.
-Outside the package: :mod:`labkit.scratch`, :mod:`labkit.hardware`, :mod:`labkit.bench`,
-:mod:`labkit.catalog`, :mod:`labkit.memory` and, inside functions, the tiny model's modules.
+Outside the package: :mod:`labkit.machine` (``scratch``, ``net``, ``timing``),
+:mod:`labkit.hardware`, :mod:`labkit.catalog`, :mod:`labkit.memory` and, inside functions, the
+tiny model's modules.
 Importing the package imports neither Ray nor torch; import what you use from its module
 (``from labkit.distributed.session import RaySession``).
 
@@ -29,34 +30,32 @@ that names their new home.
 
 from __future__ import annotations
 
-import importlib
-import warnings
+from labkit.deprecated import moved_getattr
 
-#: old name of ``labkit.distributed`` -> the module of this package that holds it now
-_MOVED = {
-    **dict.fromkeys(("SESSION_ENV", "OWNER_ENV", "OWNER_FILE", "cleanup_dead_sessions",
-                     "ray_processes"), "processes"),
-    **dict.fromkeys(("RAY_NUM_CPUS", "RAY_MAX_CPUS", "RAY_OBJECT_STORE_BYTES", "ShutdownReport",
-                     "default_num_cpus", "RaySession", "shutdown_all", "ray_session"), "session"),
-    **dict.fromkeys(("ray_overheads", "object_store_rates", "corpus_prompts", "ShardWorker",
-                     "InferenceRun", "start_shard_workers", "stop_actors", "batch_inference",
-                     "serial_inference", "run_actor_kill", "run_flaky_tasks"), "ray_work"),
-    **dict.fromkeys(("free_port", "RankError", "run_ranks", "collectives_demo",
-                     "allreduce_benchmark", "tiny_config", "training_batches", "train_single",
-                     "ddp_train", "compare_losses"), "ranks"),
-    **dict.fromkeys(("make_shards", "amdahl_parallel_fraction", "sharded_training_bytes",
-                     "parallelism_plan", "LAYOUTS", "min_nodes", "efa_GBps",
-                     "ring_allreduce_seconds", "gradient_sync_seconds", "pipeline_bubble"),
-                    "parallelism"),
-    "main": "cli",
+
+def _homes(module: str, *names: str) -> dict[str, str]:
+    return dict.fromkeys(names, module)
+
+
+#: old name of ``labkit.distributed`` -> the module that holds it now
+_HOME = {
+    **_homes("labkit.distributed.processes", "SESSION_ENV", "OWNER_ENV", "OWNER_FILE",
+             "cleanup_dead_sessions", "ray_processes"),
+    **_homes("labkit.distributed.session", "RAY_NUM_CPUS", "RAY_MAX_CPUS",
+             "RAY_OBJECT_STORE_BYTES", "ShutdownReport", "default_num_cpus", "RaySession",
+             "shutdown_all", "ray_session"),
+    **_homes("labkit.distributed.ray_work", "ray_overheads", "object_store_rates",
+             "corpus_prompts", "ShardWorker", "InferenceRun", "start_shard_workers",
+             "stop_actors", "batch_inference", "serial_inference", "run_actor_kill",
+             "run_flaky_tasks"),
+    "free_port": "labkit.machine.net",
+    **_homes("labkit.distributed.ranks", "RankError", "run_ranks", "collectives_demo",
+             "allreduce_benchmark", "tiny_config", "training_batches", "train_single",
+             "ddp_train", "compare_losses"),
+    **_homes("labkit.distributed.parallelism", "make_shards", "amdahl_parallel_fraction",
+             "sharded_training_bytes", "parallelism_plan", "LAYOUTS", "min_nodes", "efa_GBps",
+             "ring_allreduce_seconds", "gradient_sync_seconds", "pipeline_bubble"),
+    "main": "labkit.distributed.cli",
 }
 
-
-def __getattr__(name: str):
-    """Old names of the flat module ``labkit.distributed``: resolved with a DeprecationWarning."""
-    if name in _MOVED:
-        home = f"{__name__}.{_MOVED[name]}"
-        warnings.warn(f"labkit.distributed.{name} is deprecated; import it from {home} "
-                      f"(issue 18)", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(home), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_getattr(__name__, _HOME)

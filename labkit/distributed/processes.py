@@ -4,7 +4,7 @@ Every local session marks its processes (:data:`SESSION_ENV`, :data:`OWNER_ENV`)
 folders (:data:`OWNER_FILE`) with its owner, so that :func:`cleanup_dead_sessions` can end the
 processes and remove the folders of a session whose owner died without shutting down (a killed
 kernel), and :func:`ray_processes` can prove that nothing is left. Imports psutil (on use) and
-:mod:`labkit.scratch`.
+:mod:`labkit.machine.scratch`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from labkit.scratch import scratch_root
+from labkit.machine.scratch import scratch_root
 
 
 #: Environment variable carried by every process of a local session (value: the session id);

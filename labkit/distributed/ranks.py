@@ -1,32 +1,26 @@
 """torch.distributed on one machine: ranks, collectives and DDP training.
 
 :func:`run_ranks` starts ``world_size`` processes on 127.0.0.1 with the gloo backend on a free
-port, runs a function in each and returns what each rank returned. The rank functions here:
-:func:`collectives_demo` (all-reduce, all-gather, a tensor-parallel linear layer),
-:func:`allreduce_benchmark` (bandwidth against message size) and :func:`ddp_train`
-(DistributedDataParallel training of the tiny model, with the step split into compute and
-communication), which :func:`train_single` reproduces in one process with the same global
-batch. Imports torch (on use), :mod:`labkit.scratch`, and the tiny model's modules on use.
+port (:func:`labkit.machine.net.free_port`), runs a function in each and returns what each
+rank returned. The rank functions here: :func:`collectives_demo` (all-reduce, all-gather, a
+tensor-parallel linear layer), :func:`allreduce_benchmark` (bandwidth against message size)
+and :func:`ddp_train` (DistributedDataParallel training of the tiny model, with the step split
+into compute and communication), which :func:`train_single` reproduces in one process with
+the same global batch. Imports :mod:`labkit.machine` (``net``, ``scratch``); torch and the
+tiny model's modules on use.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from labkit.scratch import scratch_dir
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the rendezvous port of rank 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+from labkit.machine.net import free_port
+from labkit.machine.scratch import scratch_dir
 
 
 def _rank_main(rank: int, fn: Callable, world_size: int, port: int, args: tuple,

@@ -6,8 +6,8 @@ over shards; fault tolerance.
 run over shards of prompts by Ray actors) with :func:`serial_inference` as the in-process
 baseline; :func:`run_actor_kill` and :func:`run_flaky_tasks` (actor restarts and task
 retries). Every function needs a running session (:class:`labkit.distributed.session.RaySession`).
-Imports Ray and torch (on use), :mod:`labkit.bench`, :mod:`labkit.models` (on use),
-:mod:`labkit.scratch` and :mod:`~labkit.distributed.processes`.
+Imports Ray and torch (on use), :mod:`labkit.machine.timing`, :mod:`labkit.models` (on
+use), :mod:`labkit.machine.scratch` and :mod:`~labkit.distributed.processes`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labkit import bench
 from labkit.distributed.processes import write_owner_file
-from labkit.scratch import scratch_dir
+from labkit.machine.scratch import scratch_dir
+from labkit.machine.timing import Samples, timeit, timing
 
 
 def _noop(x: int = 0) -> int:
@@ -54,38 +54,38 @@ def _remote(obj, **options):
     return _REMOTES[key]
 
 
-def ray_overheads(n_tasks: int = 200, repeats: int = 3) -> dict[str, bench.Timing]:
+def ray_overheads(n_tasks: int = 200, repeats: int = 3) -> dict[str, Samples]:
     """Per-call cost of the ways to run code, in seconds per call (a running session needed).
 
     Keys: ``local call`` (a Python function call), ``task, one at a time`` (submit one
     no-op task and wait for it), ``task, pipelined`` (``n_tasks`` submitted at once, then
     waited for; time divided by ``n_tasks``), ``actor call`` (one method call on a running
     actor), ``actor start`` (create an actor and wait for its first reply: a new process).
-    Every value is a :class:`labkit.bench.Timing` over ``repeats`` repetitions.
+    Every value is a :class:`labkit.machine.timing.Samples` over ``repeats`` repetitions.
     """
     import ray
 
     noop, echo = _remote(_noop), _remote(_Echo, num_cpus=0)
-    timings = {"local call": bench.timeit(lambda: _noop(1), repeats=repeats, name="local call")}
-    one = bench.timeit(lambda: ray.get(noop.remote(1)), repeats=max(repeats, 10), warmup=2,
-                       name="task, one at a time")
+    timings = {"local call": timeit(lambda: _noop(1), repeats=repeats, name="local call")}
+    one = timeit(lambda: ray.get(noop.remote(1)), repeats=max(repeats, 10), warmup=2,
+                 name="task, one at a time")
     timings[one.name] = one
-    batch = bench.timeit(lambda: ray.get([noop.remote(i) for i in range(n_tasks)]),
-                         repeats=repeats, warmup=1)
-    timings["task, pipelined"] = bench.Timing(
-        "task, pipelined", tuple(t / n_tasks for t in batch.times_s))
+    batch = timeit(lambda: ray.get([noop.remote(i) for i in range(n_tasks)]),
+                   repeats=repeats, warmup=1)
+    timings["task, pipelined"] = timing("task, pipelined",
+                                        tuple(t / n_tasks for t in batch.times_s))
 
     def start_actor():
         actor = echo.remote()
         ray.get(actor.ping.remote())
         ray.kill(actor)
 
-    timings["actor start"] = bench.timeit(start_actor, repeats=repeats, warmup=0,
-                                          name="actor start")
+    timings["actor start"] = timeit(start_actor, repeats=repeats, warmup=0,
+                                    name="actor start")
     actor = echo.remote()
     try:
-        timings["actor call"] = bench.timeit(lambda: ray.get(actor.ping.remote(1)),
-                                             repeats=max(repeats, 10), warmup=2,
+        timings["actor call"] = timeit(lambda: ray.get(actor.ping.remote(1)),
+                                       repeats=max(repeats, 10), warmup=2,
                                              name="actor call")
     finally:
         ray.kill(actor)
@@ -100,7 +100,8 @@ def object_store_rates(sizes_bytes: Sequence[int] = (2**20, 8 * 2**20, 64 * 2**2
                        repeats: int = 3) -> list[dict]:
     """Time ``ray.put`` and ``ray.get`` of numpy arrays of each size (a session needed).
 
-    Returns one dict per size: ``bytes``, ``put`` and ``get`` (:class:`labkit.bench.Timing`),
+    Returns one dict per size: ``bytes``, ``put`` and ``get`` (timing
+    :class:`~labkit.machine.timing.Samples`),
     ``put_GBps`` (best), ``get_zero_copy`` (the array read back is a read-only view of the
     shared-memory object store, not a copy) and ``task_read`` (a task that sums the array in
     another process). Sizes must fit the object store (256 MiB by default).
@@ -112,12 +113,12 @@ def object_store_rates(sizes_bytes: Sequence[int] = (2**20, 8 * 2**20, 64 * 2**2
     rows = []
     for size in sizes_bytes:
         array = np.ones(int(size) // 8, dtype=np.float64)
-        put = bench.timeit(lambda: ray.put(array), repeats=repeats, name="put")
+        put = timeit(lambda: ray.put(array), repeats=repeats, name="put")
         ref = ray.put(array)
-        get = bench.timeit(lambda: ray.get(ref), repeats=repeats, name="get")
+        get = timeit(lambda: ray.get(ref), repeats=repeats, name="get")
         back = get.result
-        task = bench.timeit(lambda: ray.get(summer.remote(ref)), repeats=repeats,
-                            name="task read")
+        task = timeit(lambda: ray.get(summer.remote(ref)), repeats=repeats,
+                      name="task read")
         rows.append({"bytes": array.nbytes, "put": put, "get": get,
                      "put_GBps": array.nbytes / put.min_s / 1e9,
                      "get_zero_copy": not back.flags.writeable,

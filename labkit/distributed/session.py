@@ -4,13 +4,13 @@ Locally it starts a private cluster with :func:`default_num_cpus` CPUs (2 to 4: 
 cores), no dashboard web UI, usage statistics off, an object store capped at
 :data:`RAY_OBJECT_STORE_BYTES`, token authentication with a token that lives only in the
 environment (nothing is written to ``~/.ray``) and its temp folder inside the course's scratch
-area (:mod:`labkit.scratch`). When ``RAY_ADDRESS`` is set (a RayJob on KubeRay sets it for its
-entrypoint) the same code connects to that cluster instead, so one script runs on a laptop and
-on EKS unchanged. Leaving the session (``with``, :meth:`RaySession.shutdown`, a failing
+area (:mod:`labkit.machine.scratch`). When ``RAY_ADDRESS`` is set (a RayJob on KubeRay sets
+it for its entrypoint) the same code connects to that cluster instead, so one script runs on a
+laptop and on EKS unchanged. Leaving the session (``with``, :meth:`RaySession.shutdown`, a failing
 notebook cell after :meth:`RaySession.close_on_cell_error`, or interpreter exit) shuts Ray
 down, waits for every process the session started, ends stragglers by their pid, removes the
 temp folder and raises if any Ray process is left (:mod:`~labkit.distributed.processes`).
-Imports Ray (on use), :mod:`labkit.scratch`, :mod:`labkit.hardware` (on use) and
+Imports Ray (on use), :mod:`labkit.machine.scratch`, :mod:`labkit.hardware` (on use) and
 :mod:`~labkit.distributed.processes`.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 from labkit.distributed.processes import (OWNER_ENV, SESSION_ENV, cleanup_dead_sessions,
                                           marked_processes, owner_tag, ray_descendants,
                                           ray_processes, write_owner_file)
-from labkit.scratch import scratch_dir, scratch_root
+from labkit.machine.scratch import scratch_dir, scratch_root
 
 
 #: CPUs of the local Ray cluster on the course machine (2 cores); see :func:`default_num_cpus`.

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from labkit import scratch
+from labkit.machine import scratch
 from labkit.storage.compare import compare_rand_read, compare_seq_read
 from labkit.storage.context import machine_context
 from labkit.storage.disk import DEFAULT_FILE_BYTES, MAX_DEFAULT_BYTES, write_file

@@ -1,7 +1,7 @@
 """Saving and loading checkpoints: ``torch.save`` against safetensors, full loads against mmap.
 
 :func:`bench_checkpoint` times each format and load for any ``state_dict``. Write only inside
-a scratch folder (:func:`labkit.scratch.scratch_dir`). Imports torch (safetensors on use),
+a scratch folder (:func:`labkit.machine.scratch.scratch_dir`). Imports torch (safetensors on use),
 :mod:`~labkit.storage.measures` and :mod:`~labkit.storage.pagecache`.
 """
 
@@ -14,24 +14,16 @@ from pathlib import Path
 
 import torch
 
-from labkit.storage.measures import Stats, Throughput
+from labkit.machine.dtypes import tensor_bytes
+from labkit.machine.timing import Samples
+from labkit.storage.measures import Throughput
 from labkit.storage.pagecache import drop_file_cache, fsync_path
 
 
 def state_dict_bytes(state_dict: Mapping[str, torch.Tensor]) -> int:
-    """Bytes of tensor data in ``state_dict`` (shared storage counted once)."""
-    seen = set()
-    total = 0
-    for t in state_dict.values():
-        if not isinstance(t, torch.Tensor):
-            continue
-        st = t.untyped_storage()
-        key = (st.data_ptr(), st.nbytes())
-        if key in seen:
-            continue
-        seen.add(key)
-        total += st.nbytes()
-    return total
+    """Bytes of tensor data in ``state_dict`` (shared storage counted once; values that are not
+    tensors are skipped): :func:`labkit.machine.dtypes.tensor_bytes` of its tensors."""
+    return tensor_bytes([t for t in state_dict.values() if isinstance(t, torch.Tensor)])
 
 
 def _for_safetensors(state_dict: Mapping[str, torch.Tensor]
@@ -144,7 +136,7 @@ def bench_checkpoint(state_dict: Mapping[str, torch.Tensor], folder: str | os.Pa
     maps the file) fault pages in on first touch instead of copying them. ``cache="cold"``
     drops the file from the page cache before each load.
     ``verify`` checks once that every loaded tensor equals the original (RuntimeError if
-    not). Returns rows ``{"format", "op", "seconds": Stats, "MBps": Stats, "file_bytes"}``;
+    not). Returns rows ``{"format", "op", "seconds": Samples, "MBps": Samples, "file_bytes"}``;
     MB/s is file bytes per second. Accepts any ``state_dict`` of tensors; needs free space of
     about twice its size in ``folder``.
     """
@@ -181,8 +173,8 @@ def bench_checkpoint(state_dict: Mapping[str, torch.Tensor], folder: str | os.Pa
                                        f"changed a tensor")
                 del sd
         for op in ops:
-            rows.append({"format": fmt, "op": op, "seconds": Stats(times[op], "s"),
-                         "MBps": Stats([size / s / 1e6 for s in times[op]], "MB/s"),
+            rows.append({"format": fmt, "op": op, "seconds": Samples(times[op], "s"),
+                         "MBps": Samples([size / s / 1e6 for s in times[op]], "MB/s"),
                          "file_bytes": size})
         path.unlink()
     return rows

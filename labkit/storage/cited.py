@@ -24,7 +24,9 @@ def storage_figures(path: str | os.PathLike | None = None) -> dict:
     title, retrieval date, the fields each supports). Raises RuntimeError if the file is
     missing or malformed.
     """
-    path = Path(path) if path is not None else Path(__file__).resolve().parent.parent / "data" / "storage.json"
+    if path is None:
+        path = Path(__file__).resolve().parent.parent / "data" / "storage.json"
+    path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from labkit.storage import fio
 from labkit.storage.disk import BLOCK_SIZES, read_file, resolve_method, size_label
-from labkit.storage.measures import KiB, MiB, Stats
+from labkit.machine.timing import Samples
+from labkit.storage.measures import KiB, MiB
 from labkit.storage.pagecache import ALIGN
 from labkit.storage.randread import random_reads
 
@@ -32,9 +33,9 @@ class Comparison:
     """
 
     metric: str
-    python: Stats
-    fio: Stats | None
-    ratio: Stats | None
+    python: Samples
+    fio: Samples | None
+    ratio: Samples | None
     message: str = ""
     details: dict = field(default_factory=dict)
 
@@ -64,7 +65,7 @@ def sweep_block_sizes(path: str | os.PathLike, block_sizes: Sequence[int] = BLOC
     For each block size reads ``min(file, max(min_bytes, 16 x block_size, max_ops x
     block_size))`` bytes, capped at ``max_bytes`` if given, so small blocks do not take
     minutes. Python and fio alternate within each repetition.
-    Returns rows ``{"block_size", "cache", "source": "python"|"fio", "MBps": Stats,
+    Returns rows ``{"block_size", "cache", "source": "python"|"fio", "MBps": Samples,
     "bytes"}``; fio rows are missing without fio (see :func:`~labkit.storage.fio.fio_message`).
     """
     path = Path(path)
@@ -89,10 +90,10 @@ def sweep_block_sizes(path: str | os.PathLike, block_sizes: Sequence[int] = BLOC
                         if r is not None:
                             fi.append(r.MBps)
             rows.append({"block_size": bs, "cache": cache, "method": m, "source": "python",
-                         "MBps": Stats(py, "MB/s"), "bytes": nbytes})
+                         "MBps": Samples(py, "MB/s"), "bytes": nbytes})
             if fi:
                 rows.append({"block_size": bs, "cache": cache, "method": m, "source": "fio",
-                             "MBps": Stats(fi, "MB/s"), "bytes": nbytes})
+                             "MBps": Samples(fi, "MB/s"), "bytes": nbytes})
     return rows
 
 
@@ -101,7 +102,8 @@ def fio_seq_read(path: str | os.PathLike, block_size: int = 1 * MiB, *, cache: s
                  ) -> fio.FioJobResult | None:
     """fio's sequential read of ``path`` with the same pattern as :func:`read_file`.
 
-    Returns ``None`` without fio (:func:`~labkit.storage.fio.fio_message` says how to install it). For a warm
+    Returns ``None`` without fio (:func:`~labkit.storage.fio.fio_message` says how to install
+    it). For a warm
     read, call it when the file is in the page cache (this function reads it once first).
     """
     if fio.fio_path() is None:
@@ -149,9 +151,9 @@ def _alternate(repeats: int, python_fn, fio_fn) -> tuple[list, list]:
 def _comparison(metric: str, unit: str, py: list[float], fi: list[float | None],
                 details: dict) -> Comparison:
     if any(v is None for v in fi):
-        return Comparison(metric, Stats(py, unit), None, None, fio.FIO_INSTALL_HINT, details)
+        return Comparison(metric, Samples(py, unit), None, None, fio.FIO_INSTALL_HINT, details)
     ratios = [p / f for p, f in zip(py, fi) if f]
-    return Comparison(metric, Stats(py, unit), Stats(list(fi), unit), Stats(ratios, "x"),
+    return Comparison(metric, Samples(py, unit), Samples(list(fi), unit), Samples(ratios, "x"),
                       fio.fio_message(), details)
 
 

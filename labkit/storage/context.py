@@ -1,6 +1,7 @@
 """Facts to print beside any storage figure: CPUs, load, filesystem, device, fio version.
 
-Imports :mod:`labkit.scratch`, :mod:`~labkit.storage.measures` and :mod:`~labkit.storage.fio`.
+Imports :mod:`labkit.machine.scratch`, :mod:`~labkit.storage.measures` and
+:mod:`~labkit.storage.fio`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from labkit.scratch import scratch_root
+from labkit.machine.scratch import scratch_root
 from labkit.storage.fio import fio_version
 from labkit.storage.measures import GiB
 

@@ -3,7 +3,7 @@
 A ``DataLoader`` that opens one small file per sample pays a file open and a random read per
 sample; one packed shard (a flat file, or a tar file as WebDataset uses) is read with large
 sequential reads. :func:`bench_dataloader` measures samples/s for each layout against
-``num_workers``. Write only inside a scratch folder (:func:`labkit.scratch.scratch_dir`).
+``num_workers``. Write only inside a scratch folder (:func:`labkit.machine.scratch.scratch_dir`).
 Units as in :mod:`~labkit.storage.measures` (MB/s = 10**6 B/s). Imports torch,
 :mod:`~labkit.storage.measures` and :mod:`~labkit.storage.pagecache`.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from labkit.storage.measures import KiB, Stats
+from labkit.machine.timing import Samples
+from labkit.storage.measures import KiB
 from labkit.storage.pagecache import drop_file_cache, fsync_path, syncfs
 
 
@@ -229,8 +230,8 @@ def bench_dataloader(folder: str | os.PathLike, *, n_samples: int = 2048,
     delivered its first batch (:func:`steady_rate`), so start-up is excluded; it needs more
     than ``max(w, 1)`` batches per epoch (ValueError otherwise).
     Returns rows ``{"layout", "num_workers", "cache", "work_us", "latency_us",
-    "samples_per_s": Stats, "MBps": Stats, "first_batch_s": Stats,
-    "steady_samples_per_s": Stats}``.
+    "samples_per_s": Samples, "MBps": Samples, "first_batch_s": Samples,
+    "steady_samples_per_s": Samples}``.
     """
     if cache not in ("cold", "warm"):
         raise ValueError(f"cache must be 'cold' or 'warm', got {cache!r}")
@@ -283,7 +284,7 @@ def _bench_layout(folder: Path, layout: str, n_samples: int, sample_bytes: int,
             steady.append(rate)
         rows.append({"layout": layout, "num_workers": w, "cache": cache,
                      "work_us": work_us, "latency_us": latency_us,
-                     "samples_per_s": Stats(sps, "samples/s"), "MBps": Stats(mbps, "MB/s"),
-                     "first_batch_s": Stats(first, "s"),
-                     "steady_samples_per_s": Stats(steady, "samples/s")})
+                     "samples_per_s": Samples(sps, "samples/s"), "MBps": Samples(mbps, "MB/s"),
+                     "first_batch_s": Samples(first, "s"),
+                     "steady_samples_per_s": Samples(steady, "samples/s")})
     return rows

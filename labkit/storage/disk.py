@@ -3,7 +3,7 @@
 :func:`write_file` writes incompressible data (with ``fsync``), :func:`read_file` reads a file
 in ``block_size`` reads, cold (``O_DIRECT`` or after dropping the page cache) or warm (from
 the page cache). The caller writes inside a scratch folder
-(:func:`labkit.scratch.scratch_dir`), which checks free space first and removes every file
+(:func:`labkit.machine.scratch.scratch_dir`), which checks free space first and removes every file
 afterwards. Imports :mod:`~labkit.storage.measures` and :mod:`~labkit.storage.pagecache`.
 """
 

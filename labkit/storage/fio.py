@@ -227,9 +227,10 @@ def seq_read_job(path: str | os.PathLike, size: int, block_size: int, *, cache: 
 
     ``cache="cold"`` with ``method="direct"`` is ``direct=1`` (O_DIRECT, the page cache is
     bypassed); with ``method="buffered"`` it is ``direct=0`` with ``invalidate=1`` (fio drops the
-    file's page cache with ``posix_fadvise`` first, as :func:`labkit.storage.pagecache.drop_file_cache`
-    does). ``cache="warm"`` reads from the page cache (``invalidate=0``). One request in flight
-    (``psync``, queue depth 1); buffers page-aligned (``iomem_align=4096``) like the Python side.
+    file's page cache with ``posix_fadvise`` first, as
+    :func:`labkit.storage.pagecache.drop_file_cache` does). ``cache="warm"`` reads from the page
+    cache (``invalidate=0``). One request in flight (``psync``, queue depth 1); buffers
+    page-aligned (``iomem_align=4096``) like the Python side.
     """
     if cache not in ("cold", "warm") or method not in ("direct", "buffered"):
         raise ValueError("cache must be 'cold' or 'warm' and method 'direct' or 'buffered'")

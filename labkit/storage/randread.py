@@ -8,7 +8,6 @@ Imports :mod:`~labkit.storage.measures`, :mod:`~labkit.storage.pagecache` and
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import statistics
@@ -17,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from labkit.machine.timing import percentile
 from labkit.storage.disk import resolve_method
 from labkit.storage.measures import KiB, positive_seconds
 from labkit.storage.pagecache import ALIGN, aligned_buffer, drop_file_cache
@@ -48,17 +48,8 @@ class RandomReadResult:
 
 
 def _percentiles(samples: Sequence[float], qs=(50, 90, 99, 99.9)) -> dict[str, float]:
-    """Percentiles with linear interpolation (numpy's default), keyed ``"p50"`` etc."""
-    if not samples:
-        return {f"p{q:g}": math.nan for q in qs}
-    xs = sorted(samples)
-    out = {}
-    for q in qs:
-        pos = (len(xs) - 1) * q / 100.0
-        lo = int(math.floor(pos))
-        hi = min(lo + 1, len(xs) - 1)
-        out[f"p{q:g}"] = xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-    return out
+    """Percentiles (:func:`labkit.machine.timing.percentile`), keyed ``"p50"`` etc."""
+    return {f"p{q:g}": percentile(samples, q) for q in qs}
 
 
 def random_reads(path: str | os.PathLike, *, ops: int = 4000, block_size: int = 4 * KiB,

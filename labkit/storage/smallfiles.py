@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labkit.storage.disk import pattern_block, read_file, write_file
-from labkit.storage.measures import KiB, MiB, Stats, Throughput
+from labkit.machine.timing import Samples
+from labkit.storage.measures import KiB, MiB, Throughput
 from labkit.storage.pagecache import ALIGN, aligned_buffer, drop_file_cache, syncfs
 
 
@@ -167,8 +168,8 @@ def small_vs_big(folder: str | os.PathLike, *, n_files: int = 4000, file_bytes: 
     Writes ``n_files`` files of ``file_bytes`` and one file of ``n_files x file_bytes`` into
     ``folder`` (a scratch folder: the caller checks space), then reads both ``repeats`` times
     per cache state and thread count, alternating. Returns ``{"write": {"small": Throughput,
-    "big": Throughput}, "rows": [{"layout", "cache", "threads", "MBps": Stats,
-    "files_per_s": Stats}], "penalty": {(cache, threads): big/small median ratio}}``.
+    "big": Throughput}, "rows": [{"layout", "cache", "threads", "MBps": Samples,
+    "files_per_s": Samples}], "penalty": {(cache, threads): big/small median ratio}}``.
     """
     folder = Path(folder)
     total = n_files * file_bytes
@@ -192,9 +193,9 @@ def small_vs_big(folder: str | os.PathLike, *, n_files: int = 4000, file_bytes: 
                         b_mb.append(read_big_file(big, min(1 * MiB, total), cache=cache,
                                                   threads=t).MBps)
             rows.append({"layout": "small files", "cache": cache, "threads": t,
-                         "MBps": Stats(s_mb, "MB/s"), "files_per_s": Stats(s_fps, "files/s")})
+                         "MBps": Samples(s_mb, "MB/s"), "files_per_s": Samples(s_fps, "files/s")})
             rows.append({"layout": "one big file", "cache": cache, "threads": t,
-                         "MBps": Stats(b_mb, "MB/s"), "files_per_s": None})
+                         "MBps": Samples(b_mb, "MB/s"), "files_per_s": None})
             penalty[(cache, t)] = statistics.median(b_mb) / statistics.median(s_mb)
     return {"write": {"small": w_small, "big": w_big}, "rows": rows, "penalty": penalty,
             "n_files": n_files, "file_bytes": file_bytes}
