@@ -52,7 +52,7 @@ $(STAMP):
 		-e '^No broken requirements found\.$$' | grep . || true); \
 		if [ -n "$$rest" ]; then echo "$$rest"; echo 'setup: pip check failed (see above)'; exit 1; fi
 	@echo 'setup: preparing the SmolLM2 weights (GGUF -> safetensors, once, about 30 s)'
-	@HF_HUB_OFFLINE=1 $(BIN)/python -c 'from labkit.models import prepare_smollm2; prepare_smollm2(verbose=False)'
+	@HF_HUB_OFFLINE=1 $(BIN)/python -c 'from labkit.inference.smollm2 import prepare_smollm2; prepare_smollm2(verbose=False)'
 	@mkdir -p $(VENV)/share/jupyter/lab/settings
 	@echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
 		> $(VENV)/share/jupyter/lab/settings/overrides.json  # no news pop-up: the course runs offline

@@ -14,8 +14,8 @@ import sys
 
 #: bench name -> "module:function(argv) -> int"; the module is imported only when asked for.
 BENCHES: dict[str, str] = {
-    "decode": "labkit.models:bench_decode_cli",
-    "quant": "labkit.quant:bench_quant_cli",
+    "decode": "labkit.inference.decode_bench:bench_decode_cli",
+    "quant": "labkit.inference.quant_bench:bench_quant_cli",
     "storage": "labkit.storage:bench_storage_cli",
     "serve": "labkit.serving.bench:bench_serve_cli",
 }
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve_cli(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "doctor":
-        from labkit import doctor as doctor_module
+        from labkit.machine import doctor as doctor_module
 
         return doctor_module.main(json_output=args.json, check_kernel=not args.skip_kernel)
     return _run_bench(args.name, args.args)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -28,7 +26,11 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+if str(ROOT) not in sys.path:   # `python scripts/make_pdf.py` puts scripts/ first, not the repository
+    sys.path.insert(0, str(ROOT))
+# One Chromium finder for `make pdf`, the browser test and `python -m labkit doctor`.
+from labkit.machine.tools import CHROMIUM_NAMES, find_chromium  # noqa: E402,F401
+
 #: No network but 127.0.0.1, nothing Chromium would fetch itself (tests/test_browser.py uses these too).
 CHROMIUM_ARGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync",
@@ -72,13 +74,6 @@ PRINT_SCALE = 0.8
 
 class PdfError(RuntimeError):
     """The PDF cannot be made here (and why)."""
-
-
-def find_chromium() -> str | None:
-    """$CHROMIUM, or the first Chromium/Chrome on PATH (Debian's is /usr/bin/chromium)."""
-    if os.environ.get("CHROMIUM"):
-        return os.environ["CHROMIUM"]
-    return next((p for name in CHROMIUM_NAMES if (p := shutil.which(name))), None)
 
 
 def toc_pages(root: Path = ROOT) -> list[str]:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from labkit.decoder import Decoder, DecoderConfig, init_weights  # noqa: E402
+from labkit.inference.decoder import Decoder, DecoderConfig, init_weights  # noqa: E402
 
 EOS = "<|endoftext|>"
 VOCAB_SIZE = 1024

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import backends, models, zoo
+from labkit.inference import backends, language_model, zoo
 
 
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
-    tiny = models.load_tiny_gpt()
+    tiny = language_model.load_tiny_gpt()
     tokens = torch.tensor([tiny.encode("A Kubernetes node runs pods")])
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     dims = {"tokens": {0: torch.export.Dim("batch", max=32),
@@ -102,7 +102,7 @@ def test_int8_copy_is_smaller_and_close(tiny_export, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_decoder_onnx(tmp_path_factory):
-    tiny = models.load_tiny_gpt()
+    tiny = language_model.load_tiny_gpt()
     folder = tmp_path_factory.mktemp("decoder")
     import onnx
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from labkit import capacity, catalog, memory
+from labkit.planning import capacity, catalog, memory
 
 
 @pytest.mark.parametrize("key, published_billions, tolerance", [

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from labkit import catalog
+from labkit.planning import catalog
 
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -133,7 +133,7 @@ def test_unqualified_vendor_tflops_are_not_stored_as_dense():
 
 
 def test_blackwell_prices_are_cited_with_their_own_date():
-    from labkit import capacity
+    from labkit.planning import capacity
     for name in ("p6-b200.48xlarge", "p6-b300.48xlarge", "g7e.2xlarge", "g7e.48xlarge"):
         price = capacity.on_demand_price(name)
         assert price["price_date"] == "2026-07-20", name

@@ -56,3 +56,22 @@ def test_expect_close_accepts_within_tolerance_only(capsys):
     expect_close("speedup", 1.04, 1.0, rel=0.05)
     with pytest.raises(LabCheckError):
         expect_close("speedup", 1.06, 1.0, rel=0.05)
+
+
+def test_every_lab_check_returns_passed_and_the_base_is_shared(capsys):
+    """ARC-10/ARC-05: one base; checks return Passed; prediction_rows lives in labkit.check."""
+    import ast
+    from pathlib import Path
+
+    from labkit import check
+    from labkit.check import capacity, distributed, storage
+
+    assert storage.prediction_rows is check.prediction_rows is distributed.prediction_rows
+    assert isinstance(capacity.check_weights(16.06, "llama-3-8b", "bf16"), check.Passed)
+    assert isinstance(distributed.check_permanent_failure(0.2**4, 0.2, 3), check.Passed)
+    for path in Path(check.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        helpers = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert not helpers & {"_ok", "_number", "_fail", "_close", "_off_by"}, path.name
+        if path.name != "__init__.py":
+            assert "Lab " in ast.get_docstring(tree), f"{path.name}: docstring names no lab"

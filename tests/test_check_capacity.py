@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labkit import capacity, queueing
+from labkit.planning import capacity, queueing
 from labkit.check import LabCheckError
 from labkit.check import capacity as lab
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import catalog
+from labkit.planning import catalog
 from labkit.check import LabCheckError
 from labkit.check import inference as check
-from labkit.models import GenerationTimings
+from labkit.inference.generation import GenerationTimings
 
 
 def timings(ttft=0.2, steps=(0.03, 0.03, 0.03), prompt=10, batch=1):

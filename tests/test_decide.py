@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import capacity, catalog, decide
+from labkit.planning import capacity, catalog, decide
 
 
 def test_small_models_go_to_cpu():

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from labkit import doctor
+from labkit.machine import doctor
 
 
 def test_checks_pass_on_the_course_machine():
@@ -28,8 +28,12 @@ def test_too_little_disk_fails_with_a_one_line_fix(monkeypatch, tmp_path):
     assert check.status == "fail" and "LABKIT_SCRATCH" in check.fix and "\n" not in check.fix
 
 
-def test_missing_scratch_folder_fails(tmp_path):
-    assert doctor.check_disk(tmp_path / "nope").status == "fail"
+def test_scratch_folder_not_created_yet_is_read_at_its_parent(tmp_path, monkeypatch):
+    # the labs create LABKIT_SCRATCH on first use, so doctor must not fail before it exists
+    monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path / "not" / "yet"))
+    check = doctor.check_disk()
+    assert check.status == "ok" and "not created yet" in check.detail
+    assert str(tmp_path / "not" / "yet") in check.detail
 
 
 def test_cli_json_and_exit_code():

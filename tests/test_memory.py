@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from labkit import memory
+from labkit.planning import memory
 
 
 @pytest.mark.parametrize("dtype,expected", [("fp32", 4), ("fp16", 2), ("bf16", 2), ("fp8", 1),
@@ -137,7 +137,7 @@ def test_process_memory_sees_an_allocation():
     import sys
 
     script = ("import json, torch\n"
-              "from labkit.memory import process_memory\n"
+              "from labkit.planning.memory import process_memory\n"
               "before = process_memory()\n"
               "block = torch.ones(64 * 2**20 // 4)\n"
               "print(json.dumps([before, process_memory()]))\n")

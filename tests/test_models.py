@@ -1,4 +1,4 @@
-"""Unit tests of labkit.decoder and labkit.models (the course's language models).
+"""Unit tests of labkit.inference (decoder, KV caches, the course's language models).
 
 The SmolLM2 tests share one loaded copy (module fixtures). On a fresh clone the first of
 them dequantizes the GGUF file into .cache/labkit/ (about 30 s, once); afterwards the whole
@@ -16,25 +16,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import models
-from labkit.decoder import (
-    Decoder,
-    DecoderConfig,
-    KVCache,
-    SlotCache,
-    hf_llama_to_decoder_state,
-    init_weights,
-)
-from labkit.models import (
-    BENCH_KEYS,
-    DATA_DIR,
-    GenerationTimings,
-    bench_decode_cli,
-    load_model,
-    load_smollm2,
-    load_tiny_gpt,
-    torch_dtype,
-)
+from labkit.inference import decode_bench, language_model, smollm2
+from labkit.inference.config import DecoderConfig
+from labkit.inference.decode_bench import BENCH_KEYS, bench_decode_cli
+from labkit.inference.decoder import Decoder, hf_llama_to_decoder_state, init_weights
+from labkit.inference.generation import GenerationTimings
+from labkit.inference.kv_cache import KVCache, SlotCache
+from labkit.inference.language_model import DATA_DIR, load_tiny_gpt
+from labkit.inference.loading import load_model
+from labkit.inference.smollm2 import load_smollm2
+from labkit.machine import facts, probes
+from labkit.machine.dtypes import torch_dtype
+from labkit.planning import memory
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = DecoderConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
@@ -245,7 +238,7 @@ def test_slot_decoding_equals_generate_alone(tiny):
 def test_slot_decoding_goes_through_the_quantization_hook(tiny):
     """labkit.quant's int8 layers replace the projections; the slot path uses them (its
     logits follow the int8 model's own decode step, not the fp32 model's)."""
-    from labkit.quant import quantize_model
+    from labkit.inference.quant import quantize_model
 
     int8 = quantize_model(tiny, "int8")
     ids = tiny.encode("A Kubernetes node runs pods and")
@@ -420,10 +413,10 @@ def test_tiny_in_bf16(tiny):
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    assert models.cache_dir() == tmp_path.resolve()
-    assert models.smollm2_dir().parent == tmp_path.resolve()
+    assert language_model.cache_dir() == tmp_path.resolve()
+    assert smollm2.smollm2_dir().parent == tmp_path.resolve()
     monkeypatch.delenv("LABKIT_CACHE")
-    assert models.cache_dir() == REPO / ".cache" / "labkit"
+    assert language_model.cache_dir() == REPO / ".cache" / "labkit"
 
 
 # ------------------------------------------------------------------------------------------
@@ -440,10 +433,10 @@ def test_smollm2_shape_and_bytes(smol):
 
 def test_smollm2_matches_hugging_face(smol):
     """Our Llama forward on SmolLM2's weights gives HF's logits, and the same greedy text."""
-    hf = models.load_smollm2_hf()
+    hf = smollm2.load_smollm2_hf()
     prompt = smol.chat_prompt("What is a Kubernetes pod?")
     ids = smol.encode(prompt)
-    with torch.inference_mode(), models.num_threads(1):
+    with torch.inference_mode(), facts.torch_threads(1):
         ref = hf(torch.tensor([ids])).logits[0]
         ref_new = hf.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)
     ours = smol.logits(ids)
@@ -451,14 +444,14 @@ def test_smollm2_matches_hugging_face(smol):
     assert torch.equal(ours.argmax(-1), ref.argmax(-1))
     gen = smol.generate(prompt, 6, stop_at_eos=False, threads=1)
     assert list(gen.token_ids[0]) == ref_new[0, len(ids):].tolist()
-    hf_speed = models.time_hf_generate(hf, smol.tokenizer, new_tokens=3, repeats=1)
+    hf_speed = decode_bench.time_hf_generate(hf, smol.tokenizer, new_tokens=3, repeats=1)
     assert hf_speed["decode_tok_s"] > 0 and hf_speed["threads"] == 1
 
 
 def test_smollm2_chat_and_cache(smol):
     prompt = smol.chat_prompt("What is the capital of France?")
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
-    template = (models.smollm2_dir() / "chat_template.jinja")     # written by prepare_smollm2
+    template = (smollm2.smollm2_dir() / "chat_template.jinja")     # written by prepare_smollm2
     assert template.is_file() and "<|im_start|>" in template.read_text()
     on = smol.generate(prompt, 8, threads=1)
     off = smol.generate(prompt, 8, kv_cache=False, threads=1)
@@ -500,50 +493,48 @@ def test_bench_cli_rejects_bad_options(capsys):
 
 
 def test_gemv_bandwidth_probe():
-    from labkit import hardware
 
-    bw = models.measure_gemv_bandwidth(size_mib=64, repeats=2, threads=1)
+    bw = probes.gemv_read_GBps(size_mib=64, repeats=2, threads=1)
     assert bw["threads"] == 1 and bw["bytes"] == 64 * 2**20
     # smoke check: the ordering is what can fail; the range only catches unit slips
     assert 0.5 < bw["worst_GBps"] <= bw["median_GBps"] <= bw["best_GBps"] < 1000
-    llc = hardware.last_level_cache_bytes()
+    llc = facts.last_level_cache_bytes()
     assert bw["llc_bytes"] == llc
     assert bw["dram_bound"] == (llc is None or 64 * 2**20 >= 4 * llc)
     with pytest.raises(ValueError, match="size_mib"):
-        models.measure_gemv_bandwidth(size_mib=1)
+        probes.gemv_read_GBps(size_mib=1)
 
 
 def test_gemv_probe_is_sized_from_the_last_level_cache(monkeypatch):
     """Default size: at least 4 x the LLC the OS reports (a 480 MiB L3 gives 1920 MiB)."""
-    from labkit import hardware
 
-    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: 32 * 2**20)
-    assert hardware.probe_size_mib(512) == 512
-    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: 480 * 2**20)
-    assert hardware.probe_size_mib(512) == 1920
-    assert hardware.probe_size_mib(256, arrays=2) == 960
-    monkeypatch.setattr(hardware, "last_level_cache_bytes", lambda: 16 * 2**20)
-    bw = models.measure_gemv_bandwidth(repeats=1, threads=1)
+    monkeypatch.setattr(probes, "last_level_cache_bytes", lambda: 32 * 2**20)
+    assert probes.probe_size_mib(512) == 512
+    monkeypatch.setattr(probes, "last_level_cache_bytes", lambda: 480 * 2**20)
+    assert probes.probe_size_mib(512) == 1920
+    assert probes.probe_size_mib(256, arrays=2) == 960
+    monkeypatch.setattr(probes, "last_level_cache_bytes", lambda: 16 * 2**20)
+    bw = probes.gemv_read_GBps(repeats=1, threads=1)
     assert bw["bytes"] == 512 * 2**20 and bw["dram_bound"]
 
 
 def test_time_hf_generate_times_every_step_like_decode_benchmark(smol):
-    hf = models.load_smollm2_hf()
-    out = models.time_hf_generate(hf, smol.tokenizer, new_tokens=4, repeats=2, threads=1)
+    hf = smollm2.load_smollm2_hf()
+    out = decode_bench.time_hf_generate(hf, smol.tokenizer, new_tokens=4, repeats=2, threads=1)
     assert out["decode_tok_s_min"] <= out["decode_tok_s_median"] <= out["decode_tok_s"]
     assert out["tpot_ms"] == pytest.approx(1e3 / out["decode_tok_s"])
-    assert out["prompt_tokens"] == len(smol.encode(models.bench_prompt(smol, 16)))
+    assert out["prompt_tokens"] == len(smol.encode(decode_bench.bench_prompt(smol, 16)))
     with pytest.raises(ValueError, match="new_tokens"):
-        models.time_hf_generate(hf, smol.tokenizer, new_tokens=1)
+        decode_bench.time_hf_generate(hf, smol.tokenizer, new_tokens=1)
     with pytest.raises(ValueError, match="repeats"):
-        models.time_hf_generate(hf, smol.tokenizer, repeats=0)
+        decode_bench.time_hf_generate(hf, smol.tokenizer, repeats=0)
 
     class Silent:       # a model whose generate() never reports a token: a broken clock
         def generate(self, *args, **kwargs):
             return None
 
     with pytest.raises(RuntimeError, match="cannot time its steps"):
-        models.time_hf_generate(Silent(), smol.tokenizer, new_tokens=3, repeats=1)
+        decode_bench.time_hf_generate(Silent(), smol.tokenizer, new_tokens=3, repeats=1)
 
 
 def test_decode_benchmark_same_statistic_on_both_sides(smol, monkeypatch):
@@ -551,16 +542,16 @@ def test_decode_benchmark_same_statistic_on_both_sides(smol, monkeypatch):
     the better run's median step; generate() is interleaved with the loop when asked."""
     probes = iter([{"best_GBps": 9.0, "median_GBps": 6.0, "bytes": 1, "dram_bound": True},
                    {"best_GBps": 8.0, "median_GBps": 7.0, "bytes": 1, "dram_bound": True}])
-    monkeypatch.setattr(models, "measure_gemv_bandwidth", lambda **kw: next(probes))
-    hf = models.load_smollm2_hf()
-    r = models.decode_benchmark(smol, new_tokens=3, repeats=2, threads=1, hf_model=hf)
+    monkeypatch.setattr(decode_bench, "gemv_read_GBps", lambda **kw: next(probes))
+    hf = smollm2.load_smollm2_hf()
+    r = decode_bench.decode_benchmark(smol, new_tokens=3, repeats=2, threads=1, hf_model=hf)
     assert r["bandwidth_GBps"] == 7.0 and r["bandwidth_GBps_best"] == 9.0
     assert r["roofline_tok_s"] == pytest.approx(7e9 / r["weight_bytes"], rel=1e-3)
     assert r["hf"]["repeats"] == 2 and r["hf"]["threads"] == 1
     assert r["hf"]["decode_tok_s_min"] <= r["hf"]["decode_tok_s_median"] <= r["hf"]["decode_tok_s"]
     assert r["weights_fit_llc"] == (r["llc_bytes"] is not None and r["weight_bytes"] < r["llc_bytes"])
     with pytest.raises(ValueError, match="batch_size=1"):
-        models.decode_benchmark(smol, batch_size=2, hf_model=hf, bandwidth_GBps=1.0)
+        decode_bench.decode_benchmark(smol, batch_size=2, hf_model=hf, bandwidth_GBps=1.0)
 
 
 def test_prepare_smollm2_moves_a_stale_copy_aside_and_checks_the_result(monkeypatch, tmp_path):
@@ -569,7 +560,7 @@ def test_prepare_smollm2_moves_a_stale_copy_aside_and_checks_the_result(monkeypa
     import os
 
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
-    target = models.smollm2_dir()
+    target = smollm2.smollm2_dir()
     target.mkdir(parents=True)
     (target / "config.json").write_text("{}")          # a stale, incomplete copy
 
@@ -596,7 +587,7 @@ def test_prepare_smollm2_moves_a_stale_copy_aside_and_checks_the_result(monkeypa
                         staticmethod(lambda *a, **k: FakeHF()))
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
                         staticmethod(lambda *a, **k: FakeTok()))
-    assert models.prepare_smollm2(force=True, verbose=False) == target
+    assert smollm2.prepare_smollm2(force=True, verbose=False) == target
     assert {p.name for p in target.iterdir()} >= {"config.json", "model.safetensors",
                                                    "tokenizer.json", "labkit.json"}
     assert [p.name for p in tmp_path.iterdir()] == [target.name]   # nothing left aside
@@ -611,7 +602,7 @@ def test_prepare_smollm2_moves_a_stale_copy_aside_and_checks_the_result(monkeypa
 
     monkeypatch.setattr(os, "replace", lose_the_race)
     with pytest.raises(RuntimeError, match="lacks"):
-        models.prepare_smollm2(force=True, verbose=False)
+        smollm2.prepare_smollm2(force=True, verbose=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -622,14 +613,14 @@ TRAIN_CONFIG = DecoderConfig(vocab_size=1024, d_model=32, n_layers=2, n_heads=4,
 
 
 def test_training_memory_by_phase():
-    from labkit import memory, training
+    from labkit.training import loop, memory as training_memory
 
-    data = training.corpus_tokens()
-    net = training.TrainRun.new(TRAIN_CONFIG).net
+    data = loop.corpus_tokens()
+    net = loop.TrainRun.new(TRAIN_CONFIG).net
     gen = torch.Generator().manual_seed(0)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    small = training.measure_training_memory(net, *training.random_batch(data, 2, 32, gen))
-    big = training.measure_training_memory(net, *training.random_batch(data, 4, 32, gen))
+    small = training_memory.measure_training_memory(net, *loop.random_batch(data, 2, 32, gen))
+    big = training_memory.measure_training_memory(net, *loop.random_batch(data, 4, 32, gen))
     n = small["n_params"]
     parts = memory.training_breakdown(n, "fp32-adamw")
     assert small["weights"] == parts["weights"] and small["gradients"] == parts["gradients"]
@@ -637,32 +628,32 @@ def test_training_memory_by_phase():
     assert big["activations"] == pytest.approx(2 * small["activations"], rel=0.05)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # restored
     with pytest.raises(ValueError, match="1-D"):
-        training.random_batch(data[:10], 2, 32, gen)
+        loop.random_batch(data[:10], 2, 32, gen)
 
 
 def test_crash_and_resume_is_exact(tmp_path):
-    from labkit import training
+    from labkit.training import loop
 
-    data = training.corpus_tokens()
+    data = loop.corpus_tokens()
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    clean = training.train(training.TrainRun.new(TRAIN_CONFIG, seed=3), data, 8,
+    clean = loop.train(loop.TrainRun.new(TRAIN_CONFIG, seed=3), data, 8,
                            batch_size=2, seq_len=16, checkpoint_every=3,
                            checkpoint_dir=tmp_path / "a")
-    run = training.TrainRun.new(TRAIN_CONFIG, seed=3)
-    with pytest.raises(training.SimulatedCrash) as crash:
-        training.train(run, data, 8, batch_size=2, seq_len=16, checkpoint_every=3,
+    run = loop.TrainRun.new(TRAIN_CONFIG, seed=3)
+    with pytest.raises(loop.SimulatedCrash) as crash:
+        loop.train(run, data, 8, batch_size=2, seq_len=16, checkpoint_every=3,
                        checkpoint_dir=tmp_path / "b", crash_at_step=6)
     assert crash.value.step == 6 and run.step == 5
-    latest = training.latest_checkpoint(tmp_path / "b")
+    latest = loop.latest_checkpoint(tmp_path / "b")
     assert latest.name == "step-00003.pt"
-    resumed = training.resume(latest)
+    resumed = loop.resume(latest)
     assert resumed.step == 3
-    training.train(resumed, data, 8, batch_size=2, seq_len=16)
+    loop.train(resumed, data, 8, batch_size=2, seq_len=16)
     assert resumed.losses == clean.losses
     assert [c[0] for c in clean.checkpoints] == [3, 6]
     size = clean.checkpoints[0][2]
     assert 12 * resumed.net.num_params() < size < 13 * resumed.net.num_params()
-    assert training.latest_checkpoint(tmp_path) is None
+    assert loop.latest_checkpoint(tmp_path) is None
     with pytest.raises(ValueError, match="checkpoint_dir"):
-        training.train(resumed, data, 9, checkpoint_every=2)
+        loop.train(resumed, data, 9, checkpoint_every=2)

@@ -6,12 +6,13 @@ import warnings
 import pytest
 import torch
 
-from labkit import hardware, models, quant
+from labkit.inference import language_model, quant, quant_bench, quant_quality
+from labkit.machine import dtypes, facts
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return models.load_tiny_gpt()
+    return language_model.load_tiny_gpt()
 
 
 def test_int4_pack_roundtrip_and_error_bound():
@@ -75,8 +76,8 @@ def test_quantize_model_swaps_layers_through_the_hook(tiny):
         step = q.net.decode_step(ids[:, -1:], cache)[0]
     assert torch.allclose(full, step, atol=1e-3 * full.abs().max())
     assert q.weight_bytes_per_token < 0.3 * tiny.weight_bytes_per_token
-    lin = quant.model_bytes(q)["linear"]
-    assert lin <= 0.3 * quant.model_bytes(tiny)["linear"]
+    lin = quant_quality.model_bytes(q)["linear"]
+    assert lin <= 0.3 * quant_quality.model_bytes(tiny)["linear"]
     skipped = quant.quantize_model(tiny, "int8", skip=("w_down",))
     assert type(skipped.net.layers[0].w_down) is torch.nn.Linear
     with pytest.raises(ValueError, match="unknown precision"):
@@ -88,17 +89,17 @@ def test_quantize_model_swaps_layers_through_the_hook(tiny):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_float_conversions(tiny, precision):
     m = quant.quantize_model(tiny, precision)
-    assert m.net.layers[0].wqkv.weight.dtype == models.torch_dtype(precision)
+    assert m.net.layers[0].wqkv.weight.dtype == dtypes.torch_dtype(precision)
     assert m.net.lm_head.weight is m.net.embed.weight
-    assert quant.model_bytes(m)["total"] == quant.model_bytes(tiny)["total"] // 2
+    assert quant_quality.model_bytes(m)["total"] == quant_quality.model_bytes(tiny)["total"] // 2
 
 
 def test_quality_targets_on_the_tiny_model(tiny):
     """The issue's targets: int8 within 3 % of fp32 perplexity, int4 (group 64) within 25 %."""
-    ref = quant.quality(tiny)
+    ref = quant_quality.quality(tiny)
     assert ref["top1_agreement"] == 1.0 and 1 < ref["perplexity"] < tiny.config.vocab_size
     for precision, limit in (("int8", 0.03), ("int4-g64", 0.25)):
-        q = quant.quality(quant.quantize_model(tiny, precision), ref["logits"])
+        q = quant_quality.quality(quant.quantize_model(tiny, precision), ref["logits"])
         assert q["perplexity"] <= ref["perplexity"] * (1 + limit), precision
         assert q["top1_agreement"] > 0.6, precision
 
@@ -111,26 +112,26 @@ def test_no_deprecation_warning(tiny):
 
 
 def test_heldout_text_is_not_training_text():
-    held = quant.heldout_text()
-    corpus = (models.DATA_DIR / "tiny_corpus.txt").read_text()
+    held = quant_quality.heldout_text()
+    corpus = (language_model.DATA_DIR / "tiny_corpus.txt").read_text()
     assert len(held.split()) > 300
     sentences = [s.strip() for s in held.replace("\n", " ").split(".") if len(s.strip()) > 30]
     assert sentences and not any(s in corpus for s in sentences)
 
 
 def test_activation_outliers_cover_every_projection(tiny):
-    rows = quant.activation_outliers(tiny, max_tokens=32)
+    rows = quant_quality.activation_outliers(tiny, max_tokens=32)
     assert len(rows) == 4 * tiny.config.n_layers
     assert {r["name"] for r in rows} == {"wqkv", "wo", "w_gate_up", "w_down"}
     assert all(r["ratio"] >= 1 and r["absmax"] > 0 for r in rows)
 
 
 def test_bench_quant_cli_json(capsys):
-    code = quant.bench_quant_cli(["--model", "tiny-gpt", "--precisions", "int8,int4-g64",
+    code = quant_bench.bench_quant_cli(["--model", "tiny-gpt", "--precisions", "int8,int4-g64",
                                   "--tokens", "3", "--repeats", "1", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"fp32", "int8", "int4-g64", "meta"} | set(quant.ONNX_PRECISIONS)
+    assert set(out) == {"fp32", "int8", "int4-g64", "meta"} | set(quant_bench.ONNX_PRECISIONS)
     for name in ("int8", "ort-int8", "ort-int4"):
         for key in ("bytes", "decode_tok_s", "perplexity", "top1_agreement", "roofline_tok_s"):
             assert out[name][key] > 0
@@ -142,26 +143,26 @@ def test_bench_quant_cli_json(capsys):
     # MatMulNBits: 8-bit is a bit over 1/4 of fp32 (one fp32 scale per 32), 4-bit under 1/6
     assert 0.25 < out["ort-int8"]["bytes"] / out["fp32"]["bytes"] < 0.3
     assert out["ort-int4"]["bytes"] / out["fp32"]["bytes"] < 1 / 6
-    assert out["meta"]["threads"] == hardware.usable_cores()      # default: every usable core
+    assert out["meta"]["threads"] == facts.usable_cores()      # default: every usable core
     assert out["meta"]["onnxruntime"] and "llc_bytes" in out["meta"]
-    code = quant.bench_quant_cli(["--model", "tiny-gpt", "--precisions", "int8", "--tokens", "3",
+    code = quant_bench.bench_quant_cli(["--model", "tiny-gpt", "--precisions", "int8", "--tokens", "3",
                                   "--repeats", "1", "--json", "--no-onnx"])
     assert set(json.loads(capsys.readouterr().out)) == {"fp32", "int8", "meta"}
     with pytest.raises(SystemExit):
-        quant.bench_quant_cli(["--precisions", "int3"])
+        quant_bench.bench_quant_cli(["--precisions", "int3"])
     with pytest.raises(SystemExit):
-        quant.bench_quant_cli(["--threads", "0"])
+        quant_bench.bench_quant_cli(["--threads", "0"])
 
 
 def test_stored_state_is_what_model_bytes_counts(tiny, tmp_path):
     from safetensors.torch import save_file
 
     q = quant.quantize_model(tiny, "int4-g64")
-    state = quant.stored_state(q)
+    state = quant_quality.stored_state(q)
     assert not any(k.rsplit(".", 1)[-1].startswith("_") for k in state)
     save_file(state, str(tmp_path / "m.safetensors"))
     size = (tmp_path / "m.safetensors").stat().st_size
-    assert 0 < size - quant.model_bytes(q)["total"] < 64 * 1024    # plus the JSON header
+    assert 0 < size - quant_quality.model_bytes(q)["total"] < 64 * 1024    # plus the JSON header
 
 
 def test_lab_checks_give_specific_feedback(capsys):
@@ -224,10 +225,10 @@ def test_core_gain_check():
 
 
 def test_llc_bytes_reads_sysfs():
-    size = quant.llc_bytes()
+    size = facts.last_level_cache_bytes()
     assert size is None or size >= 2**20        # a last-level cache is at least a MiB
 
 
 def test_onnx_rows_refuse_unknown_names(tiny):
     with pytest.raises(ValueError, match="unknown ONNX rows"):
-        quant.measure_onnx_precisions(tiny, ("ort-int3",), bandwidth_GBps=10.0)
+        quant_bench.measure_onnx_precisions(tiny, ("ort-int3",), bandwidth_GBps=10.0)

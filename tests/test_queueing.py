@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labkit import queueing as q
+from labkit.planning import queueing
 
 RNG = np.random.default_rng(123)
 EXP_SAMPLE = RNG.exponential(0.02, 20_000)            # mean 20 ms, exponential: M/M/c
@@ -14,29 +14,29 @@ GAMMA_SAMPLE = RNG.gamma(4.0, 0.005, 500)             # mean 20 ms, less variabl
 
 @pytest.mark.parametrize("rate, replicas", [(30, 1), (120, 3), (350, 8)])
 def test_mmc_matches_erlang_c(rate, replicas):
-    res = q.simulate_queue(rate, EXP_SAMPLE, replicas=replicas, n_requests=60_000, seed=1)
+    res = queueing.simulate_queue(rate, EXP_SAMPLE, replicas=replicas, n_requests=60_000, seed=1)
     mean_s = EXP_SAMPLE.mean()
-    p_wait = q.erlang_c_wait_probability(rate, mean_s, replicas)
+    p_wait = queueing.erlang_c_wait_probability(rate, mean_s, replicas)
     assert np.mean(res.waits_s > 0) == pytest.approx(p_wait, abs=0.03)
     mean_wait = p_wait / (replicas / mean_s - rate)          # M/M/c: C / (c mu - lambda)
     assert res.waits_s.mean() == pytest.approx(mean_wait, rel=0.15)
 
 
 def test_more_replicas_lower_tail_latency():
-    p95 = [q.simulate_queue(120, GAMMA_SAMPLE, replicas=c, seed=2).p95 for c in (3, 4, 6)]
+    p95 = [queueing.simulate_queue(120, GAMMA_SAMPLE, replicas=c, seed=2).p95 for c in (3, 4, 6)]
     assert p95[0] > p95[1] > p95[2]
     assert p95[2] < 2 * np.percentile(GAMMA_SAMPLE, 95)      # barely any queueing left
 
 
 def test_overload_grows_without_bound():
-    res = q.simulate_queue(100, GAMMA_SAMPLE, replicas=1, n_requests=5000, seed=0)
+    res = queueing.simulate_queue(100, GAMMA_SAMPLE, replicas=1, n_requests=5000, seed=0)
     assert res.utilization > 1.9
     assert res.p95 > 20 * GAMMA_SAMPLE.max()
 
 
 def test_seeded_and_summaries():
-    a = q.simulate_queue(40, GAMMA_SAMPLE, seed=7)
-    b = q.simulate_queue(40, GAMMA_SAMPLE, seed=7)
+    a = queueing.simulate_queue(40, GAMMA_SAMPLE, seed=7)
+    b = queueing.simulate_queue(40, GAMMA_SAMPLE, seed=7)
     assert np.array_equal(a.latencies_s, b.latencies_s)
     assert a.p50 <= a.p95 <= a.p99
     assert a.slo_violations(0) == 1.0 and a.slo_violations(1e9) == 0.0
@@ -45,29 +45,29 @@ def test_seeded_and_summaries():
 
 def test_bad_inputs_say_what_is_expected():
     with pytest.raises(ValueError, match="positive durations"):
-        q.simulate_queue(1, [0.1, -1])
+        queueing.simulate_queue(1, [0.1, -1])
     with pytest.raises(ValueError, match="replicas"):
-        q.simulate_queue(1, [0.1], replicas=0)
+        queueing.simulate_queue(1, [0.1], replicas=0)
     with pytest.raises(ValueError, match="policy"):
-        q.simulate_autoscaling(lambda t: 1, 10, [0.1], policy="gpu",
-                               cold_start=q.ColdStart(1, 1, 1))
+        queueing.simulate_autoscaling(lambda t: 1, 10, [0.1], policy="gpu",
+                               cold_start=queueing.ColdStart(1, 1, 1))
 
 
 def test_nonhomogeneous_arrivals_follow_the_rate():
-    rate = q.step_traffic(10, 100, 100, 200)
-    times = q.nonhomogeneous_arrivals(rate, 300, seed=0)
+    rate = queueing.step_traffic(10, 100, 100, 200)
+    times = queueing.nonhomogeneous_arrivals(rate, 300, seed=0)
     assert np.all(np.diff(times) >= 0)
     in_surge = np.sum((times >= 100) & (times < 200))
     assert in_surge == pytest.approx(100 * 100, rel=0.05)
     assert np.sum(times < 100) == pytest.approx(10 * 100, rel=0.15)
 
 
-SURGE = q.step_traffic(30, 150, 120, 420)
-COLD = q.ColdStart(node_s=60, image_pull_s=30, model_load_s=30)
+SURGE = queueing.step_traffic(30, 150, 120, 420)
+COLD = queueing.ColdStart(node_s=60, image_pull_s=30, model_load_s=30)
 
 
 def _run(policy, **kw):
-    return q.simulate_autoscaling(SURGE, 900, GAMMA_SAMPLE, policy=policy, cold_start=COLD,
+    return queueing.simulate_autoscaling(SURGE, 900, GAMMA_SAMPLE, policy=policy, cold_start=COLD,
                                   max_replicas=12, seed=3, **kw)
 
 
@@ -91,28 +91,28 @@ def test_cpu_signal_that_never_reaches_target_never_scales():
 
 def test_scales_back_down_after_stabilization():
     res = _run("queue")
-    late = res.tick_s > 420 + q.HPA_DEFAULTS["scale_down_stabilization_s"] + 60
+    late = res.tick_s > 420 + queueing.HPA_DEFAULTS["scale_down_stabilization_s"] + 60
     assert res.wanted[late].max() <= 2
     assert res.replica_seconds > 900                 # paid for more than one replica
 
 
 def test_cold_start_drives_violations():
-    fast = q.ColdStart(0, 0, 5)
+    fast = queueing.ColdStart(0, 0, 5)
     assert _run("queue").slo_violations(0.5) > \
-        q.simulate_autoscaling(SURGE, 900, GAMMA_SAMPLE, policy="queue", cold_start=fast,
+        queueing.simulate_autoscaling(SURGE, 900, GAMMA_SAMPLE, policy="queue", cold_start=fast,
                                max_replicas=12, seed=3).slo_violations(0.5)
-    assert COLD.total_s == 120 == q.COLD_START_CITED["seconds"]
+    assert COLD.total_s == 120 == queueing.COLD_START_CITED["seconds"]
 
 
 def test_cited_pod_start_plus_an_assumed_node_launch():
-    cold = q.cold_start_new_node()
-    assert cold.pod_s == q.COLD_START_CITED["seconds"] == 120      # cited: the Pod part only
-    assert cold.node_s == q.NODE_LAUNCH_ASSUMED["seconds"] == 90   # assumed, labelled so
+    cold = queueing.cold_start_new_node()
+    assert cold.pod_s == queueing.COLD_START_CITED["seconds"] == 120      # cited: the Pod part only
+    assert cold.node_s == queueing.NODE_LAUNCH_ASSUMED["seconds"] == 90   # assumed, labelled so
     assert cold.total_s == 210
-    assert "assumed" in q.NODE_LAUNCH_ASSUMED["status"]
-    assert "node that is already" in q.COLD_START_CITED["covers"]
-    assert q.cold_start_new_node(node_s=180).total_s == 300
-    assert q.ColdStart(60, 30, 30).total_s == 120                 # the three parts, when known
+    assert "assumed" in queueing.NODE_LAUNCH_ASSUMED["status"]
+    assert "node that is already" in queueing.COLD_START_CITED["covers"]
+    assert queueing.cold_start_new_node(node_s=180).total_s == 300
+    assert queueing.ColdStart(60, 30, 30).total_s == 120                 # the three parts, when known
 
 
 def test_every_request_is_served():
@@ -123,8 +123,8 @@ def test_every_request_is_served():
 
 def test_cold_start_as_seconds_matches_the_dataclass():
     a = _run("queue")
-    b = q.simulate_autoscaling(SURGE, 900, GAMMA_SAMPLE, policy="queue", cold_start=120.0,
+    b = queueing.simulate_autoscaling(SURGE, 900, GAMMA_SAMPLE, policy="queue", cold_start=120.0,
                                max_replicas=12, seed=3)
     assert np.array_equal(a.latencies_s, b.latencies_s)
     with pytest.raises(ValueError, match="cold start"):
-        q.simulate_autoscaling(SURGE, 10, GAMMA_SAMPLE, policy="queue", cold_start=-1)
+        queueing.simulate_autoscaling(SURGE, 10, GAMMA_SAMPLE, policy="queue", cold_start=-1)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from labkit import memory, quant, zoo
+from labkit.inference import quant, zoo
+from labkit.planning import memory
 from labkit.machine import scratch
 
 

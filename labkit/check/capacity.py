@@ -1,7 +1,7 @@
 """Check functions for Lab 6, capacity planning: specific feedback on each sizing step.
 
-Every check recomputes the answer with :mod:`labkit.capacity` (or simulates it with
-:mod:`labkit.queueing`), compares, and when the learner's number is off, recognises the usual
+Every check recomputes the answer with :mod:`labkit.planning.capacity` (or simulates it with
+:mod:`labkit.planning.queueing`), compares, and when the learner's number is off, recognises the usual
 mistakes (fp32 instead of bf16, GB against GiB, query heads instead of KV heads, a missing
 factor of 2 or of the batch) and says which one it looks like.
 """
@@ -11,37 +11,17 @@ from __future__ import annotations
 import math
 import re
 
-from labkit import capacity, catalog, queueing
-from labkit.check import LabCheckError, as_number, expect, passed
+from labkit.planning import capacity, catalog, queueing
+from labkit.check import LabCheckError, as_number, expect, expect_near, passed
 
 
-def _number(name: str, value) -> float:
-    """``value`` as a finite float; an unfilled ``...`` (or NaN) gets the placeholder hint."""
-    if value is Ellipsis or (isinstance(value, float) and math.isnan(value)):
-        raise LabCheckError(f"{name} is still the ... placeholder: replace it with your answer")
-    return as_number(name, value)
-
-
-def _close(name: str, value, expected: float, rel: float, hints: dict[float, str],
-           fallback: str) -> float:
-    """``value`` as a number within ``rel`` of ``expected``, or the hint of the closest mistake."""
-    number = _number(name, value)
-    if not math.isclose(number, expected, rel_tol=rel):
-        hint = _diagnose(number, expected, hints) or fallback
-        raise LabCheckError(f"{name} = {number:.4g}, expected about {expected:.4g}. {hint}")
-    return number
-
+#: What an unfilled answer (``...`` or NaN) is told (Lab 6's wording).
+UNFILLED = {"unfilled": "{name} is still the ... placeholder: replace it with your answer",
+            "nan_is_unfilled": True}
 
 #: Unit slips that apply to any answer in GB.
 _GB_SLIPS = {1e9 / 2**30: "You converted to GiB (2**30 bytes); the lab uses GB = 10**9 bytes.",
              1e9: "That is in bytes: divide by 10**9 for GB."}
-
-
-def _diagnose(value: float, expected: float, hints: dict[float, str]) -> str:
-    """The hint whose ratio (value / expected) is closest to the observed one, if any is close."""
-    ratio = value / expected if expected else math.inf
-    best = min(hints, key=lambda r: abs(math.log(ratio / r)) if ratio > 0 else math.inf)
-    return hints[best] if ratio > 0 and abs(ratio / best - 1) < 0.03 else ""
 
 
 def _nominal_params(name: str) -> float | None:
@@ -52,7 +32,7 @@ def _nominal_params(name: str) -> float | None:
     return float(match.group(1)) * (1e9 if match.group(2) == "B" else 1e6)
 
 
-def check_weights(weights_gb, model: str = "llama-3-8b", dtype: str = "bf16") -> None:
+def check_weights(weights_gb, model: str = "llama-3-8b", dtype: str = "bf16") -> str:
     """Task 1: weight memory in GB (10**9 bytes) for ``model`` in ``dtype``."""
     m = capacity.model(model)
     expected = capacity.memory_breakdown(m, context=1, dtype=dtype).weights / 1e9
@@ -70,15 +50,15 @@ def check_weights(weights_gb, model: str = "llama-3-8b", dtype: str = "bf16") ->
         hints[nominal / m.n_params] = ("You used the rounded size in the model's name; use the "
                                        "parameter count derived from its config "
                                        "(capacity.model(...).n_params).")
-    value = _close("weights_gb", weights_gb, expected, 0.01, hints,
+    value = expect_near("weights_gb", weights_gb, expected, 0.01, hints,
                    "weights = parameters x bytes per parameter; parameters come from "
-                   "capacity.model(...).n_params.")
-    passed(f"weights: {value:.2f} GB ({m.n_params / 1e9:.2f} B parameters x "
+                   "capacity.model(...).n_params.", **UNFILLED)
+    return passed(f"weights: {value:.2f} GB ({m.n_params / 1e9:.2f} B parameters x "
            f"{expected * 1e9 / m.n_params:g} bytes)")
 
 
 def check_kv_cache(per_token_bytes, total_gb, *, context: int, batch: int,
-                   model: str = "llama-3-8b", dtype: str = "bf16") -> None:
+                   model: str = "llama-3-8b", dtype: str = "bf16") -> str:
     """Task 2: KV-cache bytes per token, and GB for ``batch`` sequences of ``context`` tokens."""
     m = capacity.model(model)
     expected = m.kv_bytes_per_token(dtype)
@@ -90,22 +70,22 @@ def check_kv_cache(per_token_bytes, total_gb, *, context: int, batch: int,
         1 / m.n_layers: "Missing the layers: every layer keeps its own K and V.",
         1 / 1024: "That is in KiB: give bytes per token.",
     }
-    per_token = _close("per_token_bytes", per_token_bytes, expected, 0.001, hints,
-                       "2 (K and V) x layers x KV heads x head size x bytes per value.")
+    per_token = expect_near("per_token_bytes", per_token_bytes, expected, 0.001, hints,
+                       "2 (K and V) x layers x KV heads x head size x bytes per value.", **UNFILLED)
     expected_total = capacity.memory_breakdown(m, context=context, batch=batch,
                                                dtype=dtype).kv_cache / 1e9
     hints = {1 / context: f"Missing the context: multiply by {context:,} tokens per sequence.",
              **_GB_SLIPS}
     if batch > 1:
         hints[1 / batch] = f"That is one sequence: multiply by the batch of {batch}."
-    total = _close("total_gb", total_gb, expected_total, 0.01, hints,
-                   "total = bytes per token x context x batch.")
-    passed(f"KV cache: {per_token / 1024:g} KiB per token, {total:.2f} GB for "
+    total = expect_near("total_gb", total_gb, expected_total, 0.01, hints,
+                   "total = bytes per token x context x batch.", **UNFILLED)
+    return passed(f"KV cache: {per_token / 1024:g} KiB per token, {total:.2f} GB for "
            f"{batch} x {context} tokens")
 
 
 def check_breakdown(parts: dict, *, context: int, batch: int, model: str = "llama-3-8b",
-                    dtype: str = "bf16") -> None:
+                    dtype: str = "bf16") -> str:
     """Task 3a: the four parts of one replica's memory, in GB."""
     expected = capacity.memory_breakdown(model, context=context, batch=batch,
                                          dtype=dtype).as_gb()
@@ -116,18 +96,18 @@ def check_breakdown(parts: dict, *, context: int, batch: int, model: str = "llam
     for key in ("weights", "kv_cache", "activations"):
         swapped = {expected[others[key]] / expected[key]:
                    f"That is the {others[key]} figure: each key holds its own part."}
-        _close(key, parts[key], expected[key], 0.02, {**_GB_SLIPS, **swapped},
-               "Recompute it with capacity.memory_breakdown's formula.")
-    rest = sum(_number(k, parts[k]) for k in ("weights", "kv_cache", "activations"))
-    _close("overhead", parts["overhead"], 0.10 * rest, 0.02,
+        expect_near(key, parts[key], expected[key], 0.02, {**_GB_SLIPS, **swapped},
+               "Recompute it with capacity.memory_breakdown's formula.", **UNFILLED)
+    rest = sum(as_number(k, parts[k], **UNFILLED) for k in ("weights", "kv_cache", "activations"))
+    expect_near("overhead", parts["overhead"], 0.10 * rest, 0.02,
            {**_GB_SLIPS, 2.0: "That is 20 %; the lab assumes 10 %.",
             10.0: "That is 100 % of the rest; the lab assumes 10 %."},
-           "The lab assumes 10 % of weights + KV cache + activations.")
-    passed(f"breakdown adds up to {expected['total']:.1f} GB per replica")
+           "The lab assumes 10 % of weights + KV cache + activations.", **UNFILLED)
+    return passed(f"breakdown adds up to {expected['total']:.1f} GB per replica")
 
 
 def check_instance(instance: str, tensor_parallel: int, *, context: int, batch: int,
-                   model: str = "llama-3-8b", dtype: str = "bf16") -> None:
+                   model: str = "llama-3-8b", dtype: str = "bf16") -> str:
     """Task 3b: an instance type and tensor-parallel degree that hold one replica, cheaply.
 
     Passes for any choice that fits with the smallest tensor parallelism on that instance type,
@@ -141,7 +121,7 @@ def check_instance(instance: str, tensor_parallel: int, *, context: int, batch: 
                               instances=[instance])
     need = capacity.memory_breakdown(model, context=context, batch=batch, dtype=dtype).total
     per_device = capacity.device_budget_bytes(opt.accelerator)
-    number = _number("tensor_parallel", tensor_parallel)
+    number = as_number("tensor_parallel", tensor_parallel, **UNFILLED)
     expect(number >= 1 and number == int(number),
            f"tensor_parallel = {tensor_parallel!r}: it counts devices per replica, a whole "
            "number >= 1")
@@ -170,17 +150,17 @@ def check_instance(instance: str, tensor_parallel: int, *, context: int, batch: 
     if dearer:
         note = (f" (cheaper per replica-hour: {best.instance} at "
                 f"${per_replica_hour(best):.2f} vs ${per_replica_hour(opt):.2f})")
-    passed(f"{instance} with tensor_parallel={tp}: {need / tp / 1e9:.1f} of "
+    return passed(f"{instance} with tensor_parallel={tp}: {need / tp / 1e9:.1f} of "
            f"{per_device / 1e9:.1f} GB usable per device{note}")
 
 
 def check_replicas(replicas, *, arrival_rate: float, service_times, slo_s: float,
-                   percentile: float = 95, seed=0) -> None:
+                   percentile: float = 95, seed=0) -> str:
     """Task 4: the fewest replicas whose p-th percentile latency meets ``slo_s``.
 
     Re-runs :func:`labkit.queueing.simulate_queue` with the learner's count and one fewer.
     """
-    number = _number("replicas", replicas)
+    number = as_number("replicas", replicas, **UNFILLED)
     expect(number >= 1, "you need at least one replica")
     expect(number == int(number), f"replicas = {number:g}: count whole replicas (round up)")
     n = int(number)
@@ -199,17 +179,17 @@ def check_replicas(replicas, *, arrival_rate: float, service_times, slo_s: float
         expect(fewer > slo_s,
                f"{n - 1} replica(s) already meet the SLO (p{percentile:g} = "
                f"{fewer * 1e3:.1f} ms): you are paying for one too many.")
-    passed(f"{n} replicas: p{percentile:g} = {mine * 1e3:.1f} ms <= {slo_s * 1e3:.1f} ms, "
+    return passed(f"{n} replicas: p{percentile:g} = {mine * 1e3:.1f} ms <= {slo_s * 1e3:.1f} ms, "
            f"and {n - 1} would not be enough")
 
 
 def check_cost(usd_per_hour, usd_per_million_requests, *, instance: str, replicas: int,
-               replicas_per_node: int, request_rate: float) -> None:
+               replicas_per_node: int, request_rate: float) -> str:
     """Task 5: hourly cost of the fleet and cost per million requests, from cited prices."""
     price = capacity.on_demand_price(instance)
     nodes = math.ceil(replicas / replicas_per_node)
     hourly = nodes * price["usd_per_hour"]
-    value = _number("usd_per_hour", usd_per_hour)
+    value = as_number("usd_per_hour", usd_per_hour, **UNFILLED)
     if not math.isclose(value, hourly, rel_tol=0.01):
         unrounded = replicas / replicas_per_node * price["usd_per_hour"]
         per_replica = replicas * price["usd_per_hour"]
@@ -224,14 +204,14 @@ def check_cost(usd_per_hour, usd_per_million_requests, *, instance: str, replica
         raise LabCheckError(f"usd_per_hour = {value:.4g}, expected {hourly:.4g}. {hint}")
     per_million = hourly / (request_rate * 3600) * 1e6
     fallback = "Cost per million = hourly cost / (requests per second x 3600) x 10**6."
-    answer = _number("usd_per_million_requests", usd_per_million_requests)
+    answer = as_number("usd_per_million_requests", usd_per_million_requests, **UNFILLED)
     if answer and math.isclose(1 / answer, per_million, rel_tol=0.01):
         raise LabCheckError(f"usd_per_million_requests = {answer:.4g} is the inverse (requests "
                             f"per dollar, in millions). {fallback}")
-    _close("usd_per_million_requests", answer, per_million, 0.01,
+    expect_near("usd_per_million_requests", answer, per_million, 0.01,
            {1 / 3600: "Off by 3,600: requests per hour = requests per second x 3,600.",
             3600.0: "Off by 3,600: requests per hour = requests per second x 3,600.",
             1e-3: "That is per thousand requests; the lab asks per million.",
-            1e-6: "That is per request; the lab asks per million."}, fallback)
-    passed(f"{nodes} x {instance} = ${hourly:,.2f} per hour, "
+            1e-6: "That is per request; the lab asks per million."}, fallback, **UNFILLED)
+    return passed(f"{nodes} x {instance} = ${hourly:,.2f} per hour, "
            f"${per_million:,.2f} per million requests (price of {price['price_date']})")

@@ -1,7 +1,7 @@
 """Checks for Lab 5 (distributed Python with Ray): each gives specific feedback on one task.
 
 Follows :mod:`labkit.check`: a check prints a success line when the answer is right (and
-returns None, so that a check at the end of a notebook cell shows the line only once), and
+returns it as :class:`labkit.check.Passed`, which a notebook does not echo twice), and
 raises :class:`labkit.check.LabCheckError` saying what to look at when it is not. Answers
 computed from a noisy measurement are compared with the same formula applied to the same
 measurement, so they are checked exactly; nothing here depends on how fast the machine was.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from labkit.check import LabCheckError, as_number, expect_close, passed
-from labkit.check.storage import prediction_rows
+from labkit.check import (LabCheckError, as_number, expect_close, passed, prediction_rows,
+                          raise_if_slip)
 from labkit.distributed.parallelism import amdahl_parallel_fraction, make_shards
 
 __all__ = ["check_min_task_ms", "check_make_shards", "check_parallel_fraction",
@@ -21,28 +21,12 @@ __all__ = ["check_min_task_ms", "check_make_shards", "check_parallel_fraction",
            "prediction_rows"]
 
 
-def _ok(msg: str) -> None:
-    passed(msg)
-
-
-def _diagnose(name: str, value: float, candidates: Sequence[tuple[float, str]],
-              rel: float = 0.01, want: float | None = None) -> None:
-    """Raise the hint of the first typical wrong answer that ``value`` matches. A value within
-    ``rel`` of the right answer ``want`` is never diagnosed, even where a wrong answer happens
-    to lie close to it on this run (e.g. Amdahl's p and the efficiency S / N near S = N)."""
-    if want is not None and math.isclose(value, want, rel_tol=rel, abs_tol=1e-12):
-        return
-    for wrong, hint in candidates:
-        if math.isclose(value, wrong, rel_tol=rel, abs_tol=1e-12):
-            raise LabCheckError(f"{name} = {value:.4g}: {hint}")
-
-
-def check_min_task_ms(min_task_ms: float, overhead_ms: float, budget: float = 0.10) -> None:
+def check_min_task_ms(min_task_ms: float, overhead_ms: float, budget: float = 0.10) -> str:
     """Task 1: the shortest task whose Ray overhead (``overhead_ms`` per task) is at most
     ``budget`` of its own run time: ``overhead / budget``."""
     want = overhead_ms / budget
     value = as_number("min_task_ms", min_task_ms)
-    _diagnose("min_task_ms", value, want=want, candidates=[
+    raise_if_slip("min_task_ms", value, want=want, candidates=[
         (want / 1000, "that is in seconds; store milliseconds (x 1000)."),
         (want * 1000, "that is in microseconds; store milliseconds (/ 1000)."),
         (overhead_ms * budget, f"you multiplied the overhead by {budget}; the overhead must be "
@@ -54,11 +38,11 @@ def check_min_task_ms(min_task_ms: float, overhead_ms: float, budget: float = 0.
                  hint=f"The overhead ({overhead_ms:.3g} ms) must be at most "
                       f"{budget:.0%} of the task's own time t: overhead <= {budget} x t, so "
                       f"t >= overhead / {budget}.")
-    return _ok(f"tasks shorter than about {want:.3g} ms spend more than {budget:.0%} of their "
+    return passed(f"tasks shorter than about {want:.3g} ms spend more than {budget:.0%} of their "
                "time in Ray's bookkeeping: batch small work into bigger tasks.")
 
 
-def check_make_shards(fn: Callable[[Sequence, int], list]) -> None:
+def check_make_shards(fn: Callable[[Sequence, int], list]) -> str:
     """Task 2: ``fn(items, n_shards)`` must return ``n_shards`` contiguous, in-order shards
     covering every item once, whose sizes differ by at most one."""
     for n_items, n_shards in [(16, 4), (17, 4), (7, 3), (5, 5), (64, 8), (10, 1)]:
@@ -96,14 +80,14 @@ def check_make_shards(fn: Callable[[Sequence, int], list]) -> None:
             raise LabCheckError(f"make_shards({n_items} items, {n_shards}) gave sizes {sizes}; "
                                 "give the extra items to the first shards, as the reference "
                                 "does (the first len(items) % n_shards shards get one more).")
-    return _ok("every item lands in exactly one shard, in order, and the shards are balanced.")
+    return passed("every item lands in exactly one shard, in order, and the shards are balanced.")
 
 
-def check_parallel_fraction(parallel_fraction: float, speedup: float, workers: int) -> None:
+def check_parallel_fraction(parallel_fraction: float, speedup: float, workers: int) -> str:
     """Task 3: Amdahl's parallel fraction that explains the measured ``speedup``."""
     want = amdahl_parallel_fraction(speedup, workers)
     value = as_number("parallel_fraction", parallel_fraction)
-    _diagnose("parallel_fraction", value, want=want, candidates=[
+    raise_if_slip("parallel_fraction", value, want=want, candidates=[
         (want * 100, "that is a percentage; give p as a fraction between 0 and 1."),
         (speedup / workers, f"that is the efficiency S / N; Amdahl's p is the share of the "
                             "work that runs in parallel. Solve S = 1 / ((1 - p) + p / N) "
@@ -118,11 +102,11 @@ def check_parallel_fraction(parallel_fraction: float, speedup: float, workers: i
     note = ("" if 0 <= want <= 1 else
             " (outside 0..1: the measurement is noisier than the model; compare the CPU "
             "share the workers got)")
-    return _ok(f"p = {want:.2f}: Amdahl says {want:.0%} of this run behaved as parallel "
+    return passed(f"p = {want:.2f}: Amdahl says {want:.0%} of this run behaved as parallel "
                f"work on {workers} workers{note}.")
 
 
-def check_permanent_failure(probability: float, p_crash: float, max_retries: int) -> None:
+def check_permanent_failure(probability: float, p_crash: float, max_retries: int) -> str:
     """Task 4: chance that a task fails for good when each attempt dies with ``p_crash`` and
     Ray makes ``1 + max_retries`` attempts: ``p_crash ** (1 + max_retries)``."""
     want = p_crash ** (1 + max_retries)
@@ -143,11 +127,11 @@ def check_permanent_failure(probability: float, p_crash: float, max_retries: int
         raise LabCheckError(f"{value:.3g} is not it. Every attempt fails independently with "
                             f"probability {p_crash}, and the task fails for good only if all "
                             f"1 + max_retries = {1 + max_retries} attempts fail.")
-    return _ok(f"{want:.2g}: retries turn a {p_crash:.0%} failure rate per attempt into a "
+    return passed(f"{want:.2g}: retries turn a {p_crash:.0%} failure rate per attempt into a "
                f"{want:.2%} failure rate per task.")
 
 
-def check_actor_options(options: Mapping) -> None:
+def check_actor_options(options: Mapping) -> str:
     """Task 5: actor options that survive one kill without losing a call: the actor must be
     restartable (``max_restarts``) and its calls retried (``max_task_retries``)."""
     if not isinstance(options, Mapping):
@@ -179,11 +163,11 @@ def check_actor_options(options: Mapping) -> None:
                             "queued when it died are not retried (max_task_retries 0, the "
                             "default): they fail with ActorUnavailableError. Allow at least "
                             "one retry.")
-    return _ok(f"max_restarts={restarts}, max_task_retries={retries}: Ray starts a new "
+    return passed(f"max_restarts={restarts}, max_task_retries={retries}: Ray starts a new "
                "process for the actor (its __init__ runs again) and replays the lost calls.")
 
 
-def check_actor_survived(result: Mapping, n_shards: int) -> None:
+def check_actor_survived(result: Mapping, n_shards: int) -> str:
     """Task 5, after the run: every shard completed although the actor's process was killed,
     and a second process served some of them."""
     if result["failed"]:
@@ -194,6 +178,6 @@ def check_actor_survived(result: Mapping, n_shards: int) -> None:
     if len(result["pids"]) < 2:
         raise LabCheckError("all shards came from one process: the kill did not happen "
                             "while work was queued (run the cell again)")
-    return _ok(f"all {n_shards} shards done by processes {result['pids']}: the actor died "
+    return passed(f"all {n_shards} shards done by processes {result['pids']}: the actor died "
                f"(pid {result['killed_pid']}) and came back in "
                f"{result['recovery_s']:.1f} s.")

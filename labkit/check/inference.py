@@ -14,17 +14,11 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 from labkit.check import LabCheckError, as_number, passed
+from labkit.planning.catalog import gpu_bandwidth_GBps  # noqa: F401  (Lab 1 reads it from here)
 
 __all__ = ["answer_time", "check_answer_time", "check_prefill_ratio", "kv_slope_ms",
            "check_kv_slope", "reference_batch", "check_batch_choice", "check_roofline",
            "gpu_bandwidth_GBps", "gpu_roofline_tok_s", "check_gpu_rooflines"]
-
-
-_number = as_number
-
-
-def _ok(message: str) -> str:
-    return passed(message)
 
 
 def answer_time(timings, n_tokens: int) -> float:
@@ -35,13 +29,13 @@ def answer_time(timings, n_tokens: int) -> float:
 
 def check_answer_time(seconds, timings, n_tokens: int = 200) -> str:
     """Task 1: how long a user waits for a whole answer of ``n_tokens`` tokens."""
-    value = _number("answer_seconds", seconds)
+    value = as_number("answer_seconds", seconds)
     want = answer_time(timings, n_tokens)
     if math.isclose(value, want, rel_tol=1e-3):
-        return _ok(f"{value:.2f} s for {n_tokens} tokens, of which {timings.ttft_s:.2f} s before "
+        return passed(f"{value:.2f} s for {n_tokens} tokens, of which {timings.ttft_s:.2f} s before "
                    f"the first one: the user reads the answer as it streams.")
     if math.isclose(value, timings.ttft_s + n_tokens * timings.tpot_s, rel_tol=0.005):
-        return _ok(f"{value:.2f} s: close enough (strictly the first token comes with the "
+        return passed(f"{value:.2f} s: close enough (strictly the first token comes with the "
                    f"prefill, so it is ttft + {n_tokens - 1} x tpot = {want:.2f} s).")
     if any(math.isclose(value, k * timings.tpot_s, rel_tol=0.005) for k in (n_tokens,
                                                                            n_tokens - 1)):
@@ -56,7 +50,7 @@ def check_answer_time(seconds, timings, n_tokens: int = 200) -> str:
 def check_prefill_ratio(ratio, timings) -> str:
     """Task 2: prompt tokens processed per second in the prefill divided by tokens produced
     per second in the decode (one sequence)."""
-    value = _number("prefill_vs_decode", ratio)
+    value = as_number("prefill_vs_decode", ratio)
     want = timings.prefill_tok_s / timings.decode_tok_s
     if math.isclose(value, 1 / want, rel_tol=0.02):
         raise LabCheckError(f"{value:.3g} is the inverse: divide the prefill rate by the "
@@ -66,7 +60,7 @@ def check_prefill_ratio(ratio, timings) -> str:
                             f"(prefill {timings.prefill_tok_s:.0f} tok/s / decode "
                             f"{timings.decode_tok_s:.1f} tok/s). Use the timings of the long "
                             f"prompt's run.")
-    return _ok(f"the prefill handles {want:.0f}x more tokens per second than the decode: it "
+    return passed(f"the prefill handles {want:.0f}x more tokens per second than the decode: it "
                f"reads the weights once for all prompt tokens, the decode once per token.")
 
 
@@ -83,7 +77,7 @@ def kv_slope_ms(timings) -> float:
 def check_kv_slope(slope_ms_per_token, off_timings, on_timings) -> str:
     """Task 3: how many ms each extra token of context adds to a decode step with the cache
     off (a straight-line fit of step time against position)."""
-    value = _number("slope_ms_per_token", slope_ms_per_token)
+    value = as_number("slope_ms_per_token", slope_ms_per_token)
     want = kv_slope_ms(off_timings)
     flat = kv_slope_ms(on_timings)
     tolerance = max(0.15 * abs(want), 0.05)
@@ -106,7 +100,7 @@ def check_kv_slope(slope_ms_per_token, off_timings, on_timings) -> str:
         raise LabCheckError(f"slope = {value:.3g} ms/token, the least-squares fit of the "
                             f"cache-off steps gives {want:.3g}. Fit step_s (converted to ms) "
                             f"against positions, e.g. numpy.polyfit(x, y, 1)[0].")
-    return _ok(f"without the cache each extra token of context adds {want:.2f} ms to every "
+    return passed(f"without the cache each extra token of context adds {want:.2f} ms to every "
                f"step (with it: {flat:+.3f} ms): recomputing the prefix grows with its length.")
 
 
@@ -139,7 +133,7 @@ def check_batch_choice(batch, rows: Sequence[Mapping], max_latency_ms: float) ->
                             f"gives more tokens/s ({by_batch[want]['tok_s']:.0f} vs "
                             f"{row['tok_s']:.0f}). Among the rows within budget, take the one "
                             f"with the highest tok_s.")
-    return _ok(f"batch {want}: {row['tok_s']:.0f} tok/s in all at {row['step_ms']:.0f} ms per "
+    return passed(f"batch {want}: {row['tok_s']:.0f} tok/s in all at {row['step_ms']:.0f} ms per "
                f"step, {row['tok_s'] / by_batch[min(by_batch)]['tok_s']:.1f}x the throughput of "
                f"batch {min(by_batch)}.")
 
@@ -147,7 +141,7 @@ def check_batch_choice(batch, rows: Sequence[Mapping], max_latency_ms: float) ->
 def check_roofline(roofline_tok_s, result: Mapping) -> str:
     """Task 5: the roofline from the measured bandwidth and the bytes read per token
     (``result`` is the dict of :func:`labkit.models.decode_benchmark`)."""
-    value = _number("roofline_tok_s", roofline_tok_s)
+    value = as_number("roofline_tok_s", roofline_tok_s)
     want = result["batch_size"] * result["bandwidth_GBps"] * 1e9 / result["weight_bytes"]
     if math.isclose(value, want / 1e9, rel_tol=0.02) or math.isclose(value, want * 1e9,
                                                                      rel_tol=0.02):
@@ -168,22 +162,7 @@ def check_roofline(roofline_tok_s, result: Mapping) -> str:
         raise LabCheckError(f"roofline_tok_s = {value:.3g}, expected {want:.3g}: bandwidth "
                             f"(bytes/s) / bytes read per token.")
     pct = 100 * result["decode_tok_s"] / want
-    return _ok(f"roofline {want:.1f} tok/s; the decode loop reached {pct:.0f} % of it.")
-
-
-def gpu_bandwidth_GBps(name: str) -> tuple[float, str]:
-    """Peak memory bandwidth of accelerator ``name`` from the course catalog, and where the
-    figure comes from: the vendor's (``"cited"``) or, where the vendor publishes none (A10G),
-    the catalog's clearly marked third-party figure (``"third-party"``)."""
-    from labkit import catalog
-
-    entry = catalog.accelerator(name)
-    if entry.get("memory_bandwidth_GBps"):
-        return float(entry["memory_bandwidth_GBps"]), "cited"
-    unofficial = entry.get("unofficial", {}).get("memory_bandwidth_GBps")
-    if unofficial:
-        return float(unofficial), "third-party"
-    raise ValueError(f"the catalog has no memory bandwidth for {name}")
+    return passed(f"roofline {want:.1f} tok/s; the decode loop reached {pct:.0f} % of it.")
 
 
 def gpu_roofline_tok_s(name: str, weight_bytes: float) -> float:
@@ -207,7 +186,7 @@ def check_gpu_rooflines(answers: Mapping[str, float], weight_bytes: float,
                             + (f"; not asked for {extra}" if extra else ""))
     lines = []
     for name, value in answers.items():
-        number = _number(f"answers[{name!r}]", value)
+        number = as_number(f"answers[{name!r}]", value)
         try:
             bandwidth, source = gpu_bandwidth_GBps(name)
         except ValueError as err:
@@ -234,4 +213,4 @@ def check_gpu_rooflines(answers: Mapping[str, float], weight_bytes: float,
         raise LabCheckError(f"{name}: {number:.3g} tok/s, expected {want:.3g}: "
                             f"{bandwidth:g} GB/s ({source}) x 1e9 / {weight_bytes:.3g} "
                             f"bytes per token.")
-    return _ok("rooflines (tok/s, batch 1): " + ", ".join(lines) + ".")
+    return passed("rooflines (tok/s, batch 1): " + ", ".join(lines) + ".")

@@ -3,7 +3,7 @@
 Follows :mod:`labkit.check`: a check prints a success line (and returns it) when the answer is
 right and raises :class:`labkit.check.LabCheckError` saying what to look at when it is not.
 Every reference is recomputed from the rows the learner measured
-(:func:`labkit.quant.measure_precisions`), so the checks hold on any machine.
+(:func:`labkit.inference.quant_bench.measure_precisions`), so the checks hold on any machine.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ from collections.abc import Mapping, Sequence
 
 from labkit.check import LabCheckError, as_number, passed
 
+#: What an answer still left as ``...`` is told (Lab 2's wording).
+UNFILLED = "{name} is still `...`: replace it with your answer."
+
 __all__ = ["row", "check_bytes_ratio", "check_speedup", "core_gains", "check_core_gain",
            "check_perplexity_change", "outlier_kind", "check_outlier_layer", "recommended",
            "check_recommendation"]
-
-
-def _number(name: str, value) -> float:
-    """``value`` as a finite float; an unfilled ``...`` gets its own hint."""
-    if value is Ellipsis:
-        raise LabCheckError(f"{name} is still `...`: replace it with your answer.")
-    return as_number(name, value)
 
 
 def _other_row(value: float, rows, precision: str, ratio, rel: float = 0.01) -> str | None:
@@ -39,10 +35,6 @@ def _other_row(value: float, rows, precision: str, ratio, rel: float = 0.01) -> 
     return None
 
 
-def _ok(message: str) -> str:
-    return passed(message)      # a str that notebooks do not echo
-
-
 def row(rows: Sequence[Mapping], precision: str) -> Mapping:
     """The measured row of ``precision``."""
     for r in rows:
@@ -53,11 +45,11 @@ def row(rows: Sequence[Mapping], precision: str) -> Mapping:
 
 def check_bytes_ratio(ratio, rows) -> str:
     """Task 1: bytes of the int8 projections / bytes of the fp32 projections."""
-    value = _number("int8_bytes_ratio", ratio)
+    value = as_number("int8_bytes_ratio", ratio, unfilled=UNFILLED)
     want = row(rows, "int8")["bytes"] / row(rows, "fp32")["bytes"]
     # bytes are exact, so the tolerance is tight enough to tell 1/4 from 1/4 + 1/K
     if math.isclose(value, want, rel_tol=0.002):
-        return _ok(f"int8 stores the projections in {value:.3f}x the fp32 bytes: a quarter for "
+        return passed(f"int8 stores the projections in {value:.3f}x the fp32 bytes: a quarter for "
                    f"the weights, plus one 4-byte scale per output row.")
     if math.isclose(value, 1 / want, rel_tol=0.01):
         raise LabCheckError(f"{value:.3g} is fp32 / int8; divide the int8 bytes by the fp32 ones.")
@@ -74,11 +66,11 @@ def check_bytes_ratio(ratio, rows) -> str:
 
 def check_speedup(speedup, rows, precision: str = "int8") -> str:
     """Task 3: decode tokens/s of ``precision`` / decode tokens/s of fp32, same run."""
-    value = _number("speedup", speedup)
+    value = as_number("speedup", speedup, unfilled=UNFILLED)
     want = row(rows, precision)["decode_tok_s"] / row(rows, "fp32")["decode_tok_s"]
     if math.isclose(value, want, rel_tol=0.01):
         verdict = "faster" if want > 1 else "not faster"
-        return _ok(f"{precision} decodes {value:.2f}x as fast as fp32 ({verdict}); it reads "
+        return passed(f"{precision} decodes {value:.2f}x as fast as fp32 ({verdict}); it reads "
                    f"{row(rows, precision)['bytes'] / row(rows, 'fp32')['bytes']:.2f}x the bytes.")
     if math.isclose(value, 1 / want, rel_tol=0.01):
         raise LabCheckError(f"{value:.3g} is fp32 / {precision}; "
@@ -117,7 +109,7 @@ def check_core_gain(core_gain, core_rows) -> str:
                             f"got {sorted(core_gain)}")
     cores = max(r["threads"] for r in core_rows)
     for precision, expected in want.items():
-        value = _number(f"core_gain[{precision!r}]", core_gain[precision])
+        value = as_number(f"core_gain[{precision!r}]", core_gain[precision], unfilled=UNFILLED)
         if math.isclose(value, expected, rel_tol=0.01):
             continue
         if math.isclose(value, 1 / expected, rel_tol=0.01):
@@ -131,33 +123,33 @@ def check_core_gain(core_gain, core_rows) -> str:
         raise LabCheckError(f"core_gain[{precision!r}] = {value:.4g}, expected {expected:.4g}: "
                             f"decode_tok_s with {cores} threads over decode_tok_s with 1.")
     if cores == 1:
-        return _ok("this machine gives the notebook one core, so every gain is 1.0: run it "
+        return passed("this machine gives the notebook one core, so every gain is 1.0: run it "
                    "where two or more cores are usable to see the difference.")
     gains = ", ".join(f"{p} {g:.2f}x" for p, g in want.items())
     if max(want.values()) < 0.9:
-        return _ok(f"your arithmetic is right. With {cores} threads every precision got slower "
+        return passed(f"your arithmetic is right. With {cores} threads every precision got slower "
                    f"({gains}): this run does not show the expected pattern, so it cannot tell "
                    "which kernel is bound by arithmetic. A slowdown from more threads usually "
                    "means the other core(s) were busy; rerun this task when the machine is "
                    "quiet to test the explanation.")
     if "int8" in want and "fp32" in want:
         if want["int8"] > 1.05 * want["fp32"]:
-            return _ok(f"with {cores} threads: {gains}. int8 gains more than fp32, as expected "
+            return passed(f"with {cores} threads: {gains}. int8 gains more than fp32, as expected "
                        "if its kernel waits on arithmetic (converting each weight) more than "
                        "fp32's, which waits on memory.")
-        return _ok(f"your arithmetic is right. With {cores} threads: {gains}. This run does "
+        return passed(f"your arithmetic is right. With {cores} threads: {gains}. This run does "
                    "not show the expected pattern: int8 did not gain more than fp32, so it "
                    "gives no evidence that the int8 kernel is the arithmetic-bound one. "
                    "Compare each row's % of roofline, and rerun when the machine is quiet.")
-    return _ok(f"with {cores} threads: {gains}.")
+    return passed(f"with {cores} threads: {gains}.")
 
 
 def check_perplexity_change(percent, rows, precision: str = "int8") -> str:
     """Task 3: perplexity change of ``precision`` against fp32, in percent."""
-    value = _number("ppl_change_pct", percent)
+    value = as_number("ppl_change_pct", percent, unfilled=UNFILLED)
     want = 100.0 * (row(rows, precision)["perplexity"] / row(rows, "fp32")["perplexity"] - 1)
     if abs(value - want) <= max(0.01, 0.01 * abs(want)):
-        return _ok(f"{precision}: perplexity {value:+.2f} % against fp32 (lower is better).")
+        return passed(f"{precision}: perplexity {value:+.2f} % against fp32 (lower is better).")
     if abs(value - want / 100) <= 1e-4 + 0.01 * abs(want / 100):
         raise LabCheckError(f"{value:.4g} is a fraction; multiply by 100 for percent.")
     ratio = row(rows, precision)["perplexity"] / row(rows, "fp32")["perplexity"]
@@ -194,7 +186,7 @@ def check_outlier_layer(name, outliers) -> str:
         raise LabCheckError(f"{name} is a layer number; give the projection's 'name', one of "
                             f"{sorted({r['name'] for r in outliers})}.")
     if name == want:
-        return _ok(f"{want}: in layer {worst['layer']} one input channel ({worst['channel']}) "
+        return passed(f"{want}: in layer {worst['layer']} one input channel ({worst['channel']}) "
                    f"reaches {worst['absmax']:.0f}, {worst['ratio']:.0f}x the median channel. A "
                    f"per-token int8 scale stretched to it rounds most other values to 0.")
     kinds = sorted({r["name"] for r in outliers})
@@ -227,7 +219,7 @@ def check_recommendation(choice, rows, max_loss_pct: float = 3.0,
     ref = row(rows, "fp32")["perplexity"]
     loss = 100 * (r["perplexity"] / ref - 1)
     if choice == want:
-        return _ok(f"{choice}: {r['decode_tok_s']:.1f} tok/s at {loss:+.2f} % perplexity and "
+        return passed(f"{choice}: {r['decode_tok_s']:.1f} tok/s at {loss:+.2f} % perplexity and "
                    f"{100 * r['top1_agreement']:.0f} % top-1 agreement, the fastest within the "
                    f"budget in this run.")
     if loss > max_loss_pct:

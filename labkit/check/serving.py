@@ -11,24 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from labkit.check import LabCheckError, as_number, passed
+from labkit.check import (LabCheckError, as_number, is_close, off_by, passed,
+                          rate_is_right)
 
 __all__ = ["check_tokens_per_s", "check_speedup", "metric_value", "metric_sum",
            "check_mean_batch", "check_refused_share", "check_bad_requests", "check_knob_map",
            "check_flood_goodput", "TRITON_VLLM_KNOBS"]
-
-
-def _ok(message: str) -> str:
-    return passed(message)
-
-
-def _close(a: float, b: float, rel: float = 0.01) -> bool:
-    return math.isclose(a, b, rel_tol=rel)
-
-
-def _off_by(got: float, want: float) -> str:
-    """`` (2.00x the expected value)`` when that helps, else empty."""
-    return f" ({got / want:.2f}x the expected value)" if want else ""
 
 
 def check_tokens_per_s(value, usage, seconds: float) -> str:
@@ -42,19 +30,16 @@ def check_tokens_per_s(value, usage, seconds: float) -> str:
     fields = dict(usage) if isinstance(usage, Mapping) else {"completion_tokens": usage}
     completion_tokens = fields["completion_tokens"]
     want = completion_tokens / seconds
-    if _close(got, want):
-        return _ok(f"{got:.0f} tokens/s for one request on its own: the baseline a batch "
-                   f"has to beat.")
-    if _close(got, seconds / completion_tokens):
-        raise LabCheckError("that is seconds per token; divide tokens by seconds instead.")
-    if _close(got, completion_tokens / (seconds * 1e3)):
-        raise LabCheckError("the time looks like it was taken in milliseconds; use seconds.")
+    if rate_is_right(got, completion_tokens, seconds,
+                     "that is seconds per token; divide tokens by seconds instead."):
+        return passed(f"{got:.0f} tokens/s for one request on its own: the baseline a batch "
+                      f"has to beat.")
     for name in ("total_tokens", "prompt_tokens"):
         if name in fields and fields[name] != completion_tokens \
-                and _close(got, fields[name] / seconds):
+                and is_close(got, fields[name] / seconds):
             raise LabCheckError(f"that counts usage['{name}']; only the generated tokens, "
                                 f"usage['completion_tokens'], were produced by decoding.")
-    raise LabCheckError(f"tokens_per_s = {got:.4g}, expected {want:.4g}{_off_by(got, want)}: "
+    raise LabCheckError(f"tokens_per_s = {got:.4g}, expected {want:.4g}{off_by(got, want)}: "
                         f"usage['completion_tokens'] ({completion_tokens}) / elapsed seconds "
                         f"({seconds:.3f}).")
 
@@ -66,21 +51,21 @@ def check_speedup(value, unbatched, batched, runs: Mapping | None = None) -> str
     taken at another client count."""
     got = as_number("speedup", value)
     want = batched.rps / unbatched.rps
-    if _close(got, want):
-        return _ok(f"{got:.1f}x the requests per second from the same CPU, with "
+    if is_close(got, want):
+        return passed(f"{got:.1f}x the requests per second from the same CPU, with "
                    f"{unbatched.offered:g} clients: each decode step now serves many requests.")
-    if _close(got, 1 / want):
+    if is_close(got, 1 / want):
         raise LabCheckError("upside down: divide the batched throughput by the unbatched one.")
-    if _close(got, batched.p50_ms / unbatched.p50_ms) or \
-            _close(got, unbatched.p50_ms / batched.p50_ms):
+    if is_close(got, batched.p50_ms / unbatched.p50_ms) or \
+            is_close(got, unbatched.p50_ms / batched.p50_ms):
         raise LabCheckError("that is a ratio of latencies; the question is about throughput "
                             "(`.rps`, successful requests per second).")
     pairs = zip(runs["off"], runs["on"]) if runs else ()
     for off, on in pairs:
-        if off is not unbatched and _close(got, on.rps / off.rps):
+        if off is not unbatched and is_close(got, on.rps / off.rps):
             raise LabCheckError(f"that is the ratio at {off.offered:g} clients; take the "
                                 f"{unbatched.offered:g}-client runs (the last of each list).")
-    raise LabCheckError(f"speedup = {got:.3g}, expected {want:.3g}{_off_by(got, want)} = "
+    raise LabCheckError(f"speedup = {got:.3g}, expected {want:.3g}{off_by(got, want)} = "
                         f"batched.rps ({batched.rps:.1f}) / unbatched.rps "
                         f"({unbatched.rps:.1f}).")
 
@@ -116,16 +101,16 @@ def check_mean_batch(value, metrics_text: str) -> str:
     if count == 0:
         raise LabCheckError("the metrics show no batch yet: send some load to this server first.")
     want = total / count
-    if _close(got, want):
-        return _ok(f"{got:.1f} requests per batch on average over {count:.0f} batches.")
-    if _close(got, count / total):
+    if is_close(got, want):
+        return passed(f"{got:.1f} requests per batch on average over {count:.0f} batches.")
+    if is_close(got, count / total):
         raise LabCheckError("upside down: requests (the _sum) per batch (the _count).")
-    if _close(got, count, 0.001) or _close(got, total, 0.001):
+    if is_close(got, count, 0.001) or is_close(got, total, 0.001):
         raise LabCheckError("that is one of the two counters; the mean is _sum / _count.")
     if got == 1:
         raise LabCheckError("1 request per batch is what the server without batching shows: "
                             "read the batching server's metrics (metrics_on).")
-    raise LabCheckError(f"mean_batch = {got:.3g}, expected {want:.3g}{_off_by(got, want)} = "
+    raise LabCheckError(f"mean_batch = {got:.3g}, expected {want:.3g}{off_by(got, want)} = "
                         f"labkit_batch_size_sum ({total:.0f}) / labkit_batch_size_count "
                         f"({count:.0f}).")
 
@@ -140,16 +125,16 @@ def check_refused_share(value, result) -> str:
     want = refused / total
     ok = result.statuses.count(200)
     right = math.isclose(got, want, rel_tol=0.01, abs_tol=1e-9)
-    if not right and _close(got, 100 * want) and want > 0:
+    if not right and is_close(got, 100 * want) and want > 0:
         raise LabCheckError("that looks like a percentage; give a fraction between 0 and 1.")
-    if not right and _close(got, refused, 0.001) and refused > 1:
+    if not right and is_close(got, refused, 0.001) and refused > 1:
         raise LabCheckError("that is the number of 429s; divide by all requests sent.")
-    if not right and refused and _close(got, total / refused):
+    if not right and refused and is_close(got, total / refused):
         raise LabCheckError("upside down: the 429s over all requests sent.")
-    if not right and ok and refused and _close(got, refused / ok):
+    if not right and ok and refused and is_close(got, refused / ok):
         raise LabCheckError("that divides by the successful requests only; divide by all "
                             "requests sent (len(overload.statuses)).")
-    if not right and ok and _close(got, ok / total):
+    if not right and ok and is_close(got, ok / total):
         raise LabCheckError("that is the share answered 200; the question is the share "
                             "refused with 429.")
     if not right:
@@ -158,7 +143,7 @@ def check_refused_share(value, result) -> str:
     five = sum(n for s, n in result.errors.items() if s >= 500)
     tail = "and no 5xx: overload became refusals, not failures" if five == 0 else \
         f"but {five} answers were 5xx: look at the server log"
-    return _ok(f"{got:.0%} of the requests were refused with 429, {tail}.")
+    return passed(f"{got:.0%} of the requests were refused with 429, {tail}.")
 
 
 def check_bad_requests(answers: Mapping[str, object]) -> str:
@@ -180,7 +165,7 @@ def check_bad_requests(answers: Mapping[str, object]) -> str:
                 from None
         if len(message) < 10:
             raise LabCheckError(f"{name!r}: the message {message!r} does not say what to fix.")
-    return _ok(f"{len(answers)} bad requests, each refused with a 4xx and a message.")
+    return passed(f"{len(answers)} bad requests, each refused with a 4xx and a message.")
 
 
 def check_flood_goodput(value, before: str, after: str, seconds: float,
@@ -201,44 +186,41 @@ def check_flood_goodput(value, before: str, after: str, seconds: float,
         raise LabCheckError("no request succeeded between the two readings: take `before` "
                             "just before the flood and `after` just after it.")
     want = done / seconds
-    if _close(got, want):
-        return _ok(f"{got:.1f} successful requests per second while the flood lasted, read "
-                   f"from the server's own counter.")
-    if _close(got, seconds / done):
-        raise LabCheckError("that is seconds per request; divide the requests by the seconds.")
-    if _close(got, done / (seconds * 1e3)):
-        raise LabCheckError("the time looks like it was taken in milliseconds; use seconds.")
-    if _close(got, metric_sum(after, "vllm:request_success_total") / seconds):
+    if rate_is_right(got, done, seconds,
+                     "that is seconds per request; divide the requests by the seconds."):
+        return passed(f"{got:.1f} successful requests per second while the flood lasted, read "
+                      f"from the server's own counter.")
+    if is_close(got, metric_sum(after, "vllm:request_success_total") / seconds):
         raise LabCheckError("a counter counts since the server started: subtract the value "
                             "before the flood from the value after it.")
     status = "labkit_requests_total"
-    if _close(got, delta(status) / seconds):
+    if is_close(got, delta(status) / seconds):
         raise LabCheckError("labkit_requests_total counts every answer, the 429s included; "
                             "goodput counts the successful ones (vllm:request_success_total).")
-    if _close(got, delta(status, {"status": "429"}) / seconds):
+    if is_close(got, delta(status, {"status": "429"}) / seconds):
         raise LabCheckError("that is the rate of refusals (429); goodput is the rate of "
                             "successful requests.")
-    if _close(got, delta("vllm:generation_tokens_total") / seconds):
+    if is_close(got, delta("vllm:generation_tokens_total") / seconds):
         raise LabCheckError("that is tokens per second (vllm:generation_tokens_total); the "
                             "question is requests per second.")
     for reason in ("length", "stop"):
         part = delta("vllm:request_success_total", {"finished_reason": reason})
-        if part != done and _close(got, part / seconds):
+        if part != done and is_close(got, part / seconds):
             raise LabCheckError(f"that counts finished_reason=\"{reason}\" only; sum the "
                                 f"counter over every finished_reason.")
     if other is not None:
         o_before, o_after, o_seconds = other
         o_done = metric_sum(o_after, "vllm:request_success_total") - \
             metric_sum(o_before, "vllm:request_success_total")
-        if o_seconds and _close(got, o_done / o_seconds):
+        if o_seconds and is_close(got, o_done / o_seconds):
             raise LabCheckError("that is the other server's goodput; take this server's "
                                 "before and after texts.")
     running = metric_sum(after, "vllm:num_requests_running")
-    if running and (_close(got, running) or _close(got, running / seconds)):
+    if running and (is_close(got, running) or is_close(got, running / seconds)):
         raise LabCheckError("vllm:num_requests_running is a gauge, a snapshot of one moment; "
                             "count finished requests with the counter "
                             "vllm:request_success_total.")
-    raise LabCheckError(f"goodput = {got:.4g}, expected {want:.4g}{_off_by(got, want)} = "
+    raise LabCheckError(f"goodput = {got:.4g}, expected {want:.4g}{off_by(got, want)} = "
                         f"increase of vllm:request_success_total ({done:.0f}) / seconds "
                         f"({seconds:.2f}).")
 
@@ -273,4 +255,4 @@ def check_knob_map(answer: Mapping[str, str]) -> str:
                 "vLLM caps the running sequences per step (and, separately, the tokens per "
                 "step)" if "vLLM" in key else "Triton counts the delay in microseconds")
             raise LabCheckError(f"{key}: got {raw!r}. {hint}.")
-    return _ok("same ideas, different names: a cap on the batch, a wait to fill it.")
+    return passed("same ideas, different names: a cap on the batch, a wait to fill it.")

@@ -3,29 +3,21 @@
 Follows :mod:`labkit.check`: a check prints a success line (and returns it) when the answer
 is right, and raises :class:`labkit.check.LabCheckError` (an AssertionError) saying what to
 look at when it is not. Tolerances are wide where the answer comes from a noisy measurement;
-deterministic parts (bytes, formulas) are checked exactly. (Lives next to
-:mod:`labkit.storage`; ``labkit.check`` may re-export it as the lab's module.)
+deterministic parts (bytes, formulas) are checked exactly. :func:`prediction_rows` lives in
+:mod:`labkit.check` (every lab uses it); it stays importable from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from labkit.check import LabCheckError, as_number, passed
+from labkit.check import LabCheckError, as_number, is_close, passed, prediction_rows
 from labkit.storage.cited import fleet_load_seconds
 from labkit.storage.randread import RandomReadResult
 
 __all__ = ["reference_knee", "check_knee", "check_littles_law", "check_files_time",
            "check_workers_needed", "check_fastest_load", "check_fleet_estimate",
            "prediction_rows"]
-
-
-def _fail(msg: str) -> None:
-    raise LabCheckError(msg)
-
-
-def _ok(msg: str) -> str:
-    return passed(msg)
 
 
 def reference_knee(rows: Sequence[Mapping], cache: str = "cold", source: str = "python",
@@ -40,10 +32,6 @@ def reference_knee(rows: Sequence[Mapping], cache: str = "cold", source: str = "
     return next(bs for bs, v in pts if v >= fraction * best)
 
 
-def _close(a: float, b: float, rel: float) -> bool:
-    return b != 0 and abs(a / b - 1) <= rel
-
-
 def check_knee(fn: Callable[..., int], rows: Sequence[Mapping]) -> str:
     """Task 1: ``fn(rows, cache, fraction)`` must return the smallest block size (bytes)
     reaching ``fraction`` of the best median Python throughput for that cache state."""
@@ -54,10 +42,10 @@ def check_knee(fn: Callable[..., int], rows: Sequence[Mapping]) -> str:
             try:
                 got = fn(rows, cache, fraction)
             except NotImplementedError:
-                _fail("knee() still raises NotImplementedError: write its body in the cell "
+                raise LabCheckError("knee() still raises NotImplementedError: write its body in the cell "
                       "marked 'your answer'.")
             if got is ... or got is None:
-                _fail(f"knee(rows, {cache!r}, {fraction}) returned {got!r}; it should return "
+                raise LabCheckError(f"knee(rows, {cache!r}, {fraction}) returned {got!r}; it should return "
                       f"a block size in bytes (an int).")
             if got == want:
                 continue
@@ -80,8 +68,8 @@ def check_knee(fn: Callable[..., int], rows: Sequence[Mapping]) -> str:
                 hint = f"That is the knee of another cache state: keep only cache == {cache!r}."
             elif got not in block_sizes:
                 hint = f"Return one of the measured block sizes {block_sizes} (bytes)."
-            _fail(f"for cache={cache!r}, fraction={fraction}: got {got}, expected {want}. {hint}")
-    return _ok("your knee finder agrees with the reference on every cache state.")
+            raise LabCheckError(f"for cache={cache!r}, fraction={fraction}: got {got}, expected {want}. {hint}")
+    return passed("your knee finder agrees with the reference on every cache state.")
 
 
 def _knee_or_none(rows, cache, source, fraction):
@@ -98,29 +86,29 @@ def check_littles_law(predicted_iops: float, result: RandomReadResult,
     got = as_number("predicted_iops", predicted_iops)
     mean_us = result.latencies_us["mean"]
     derived = result.threads / (mean_us / 1e6)
-    if not _close(got, derived, 0.02):
-        if _close(got, derived / 1000, 0.02):
+    if not is_close(got, derived, 0.02):
+        if is_close(got, derived / 1000, 0.02):
             hint = "The latency is in µs: divide it by 1e6 (not 1e3) to get seconds."
-        elif _close(got, derived * 1000, 0.02):
+        elif is_close(got, derived * 1000, 0.02):
             hint = "The latency is in µs: divide it by 1e6 to get seconds (you divided by 1e9)."
-        elif _close(got, mean_us / 1e6 / result.threads, 0.02) or _close(got, 1 / derived, 0.02):
+        elif is_close(got, mean_us / 1e6 / result.threads, 0.02) or is_close(got, 1 / derived, 0.02):
             hint = "That is the inverse: IOPS = reads in flight / latency, not latency / reads."
-        elif result.threads > 1 and _close(got, derived / result.threads, 0.02):
+        elif result.threads > 1 and is_close(got, derived / result.threads, 0.02):
             hint = (f"That is one thread's rate: multiply by the {result.threads} reads in "
                     f"flight.")
-        elif "p50" in result.latencies_us and _close(
+        elif "p50" in result.latencies_us and is_close(
                 got, result.threads / (result.latencies_us["p50"] / 1e6), 0.02):
             hint = "Use the mean latency (Little's law holds for the mean), not the median."
         else:
             hint = "Divide the number of threads by the mean latency in seconds."
-        _fail(f"your prediction {got:,.0f} IOPS does not follow from the measurement: "
+        raise LabCheckError(f"your prediction {got:,.0f} IOPS does not follow from the measurement: "
               f"{result.threads} read(s) in flight / mean latency {mean_us:.0f} µs = "
               f"{derived:,.0f} IOPS. {hint}")
     if abs(derived / result.iops - 1) > tolerance:
-        _fail(f"Little's law gives {derived:,.0f} IOPS but the run measured "
+        raise LabCheckError(f"Little's law gives {derived:,.0f} IOPS but the run measured "
               f"{result.iops:,.0f}; the machine was probably busy (threads waiting for a "
               f"core are not reads in flight). Rerun the cell.")
-    return _ok(f"{result.threads} in flight / {mean_us:.0f} µs = "
+    return passed(f"{result.threads} in flight / {mean_us:.0f} µs = "
                f"{derived:,.0f} IOPS; measured {result.iops:,.0f}.")
 
 
@@ -128,20 +116,20 @@ def check_files_time(estimate_s: float, n_files: int, files_per_s: float) -> str
     """Task 3: seconds to read ``n_files`` small files at the measured ``files_per_s``."""
     got = as_number("epoch_seconds", estimate_s)
     want = n_files / files_per_s
-    if not _close(got, want, 0.01):
-        if _close(got, want / 60, 0.01):
+    if not is_close(got, want, 0.01):
+        if is_close(got, want / 60, 0.01):
             hint = "That is in minutes; the answer is in seconds."
-        elif _close(got, want * 1000, 0.01):
+        elif is_close(got, want * 1000, 0.01):
             hint = "That is in milliseconds; the answer is in seconds."
-        elif _close(got, files_per_s / n_files, 0.01):
+        elif is_close(got, files_per_s / n_files, 0.01):
             hint = "That is the inverse: seconds = files / (files per second)."
-        elif _close(got, 2 * want, 0.01) or _close(got, want / 2, 0.01):
+        elif is_close(got, 2 * want, 0.01) or is_close(got, want / 2, 0.01):
             hint = "That is off by 2x: one pass reads each file once."
         else:
             hint = "Divide the number of files by the files per second."
-        _fail(f"expected n_files / files_per_s = {n_files:,} / {files_per_s:,.0f} = "
+        raise LabCheckError(f"expected n_files / files_per_s = {n_files:,} / {files_per_s:,.0f} = "
               f"{want:,.1f} s, got {got:,.1f} s. {hint}")
-    return _ok(f"{want / 60:,.1f} minutes per pass over {n_files:,} files.")
+    return passed(f"{want / 60:,.1f} minutes per pass over {n_files:,} files.")
 
 
 def check_workers_needed(answer: int, target_per_s: float, latency_ms: float,
@@ -159,20 +147,20 @@ def check_workers_needed(answer: int, target_per_s: float, latency_ms: float,
             hint = "Workers are whole processes: round up to an integer."
         elif got == math.floor(exact) and want != got:
             hint = f"{got} workers deliver less than the target: round up (ceil), not down."
-        elif _close(got, exact * 1000, 0.01):
+        elif is_close(got, exact * 1000, 0.01):
             hint = "The latency is in milliseconds: divide it by 1000 to get seconds."
-        elif _close(got, want * 2, 0.01) or _close(got, want / 2, 0.01):
+        elif is_close(got, want * 2, 0.01) or is_close(got, want / 2, 0.01):
             hint = "That is off by 2x: each worker has exactly one sample in flight."
-        elif exact and (_close(got, 1 / exact, 0.01)
-                        or _close(got, math.ceil(1000 / latency_ms / target_per_s), 0.01)):
+        elif exact and (is_close(got, 1 / exact, 0.01)
+                        or is_close(got, math.ceil(1000 / latency_ms / target_per_s), 0.01)):
             hint = "That is the inverse: workers = target rate x latency."
         else:
             hint = "Multiply the target rate by the latency in seconds, then round up."
-        _fail(f"each worker fetches one sample per {latency_ms} ms, i.e. "
+        raise LabCheckError(f"each worker fetches one sample per {latency_ms} ms, i.e. "
               f"{1000 / latency_ms:,.0f} samples/s; {target_per_s:,.0f} samples/s needs "
               f"ceil({target_per_s:,.0f} x {latency_ms / 1000} s) = {want} workers, "
               f"you answered {answer}. {hint}")
-    return _ok(f"{want} workers (each one adds {1000 / latency_ms:,.0f} samples/s).")
+    return passed(f"{want} workers (each one adds {1000 / latency_ms:,.0f} samples/s).")
 
 
 def check_fastest_load(answer: tuple[str, str], rows: Sequence[Mapping]) -> str:
@@ -180,7 +168,7 @@ def check_fastest_load(answer: tuple[str, str], rows: Sequence[Mapping]) -> str:
     returned by :func:`labkit.storage.bench_checkpoint`; saves do not count)."""
     if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not all(
             isinstance(a, str) for a in answer):
-        _fail(f"fastest_warm_load should be a tuple (format, op) of two strings, e.g. "
+        raise LabCheckError(f"fastest_warm_load should be a tuple (format, op) of two strings, e.g. "
               f"('torch', 'load'); got {answer!r}.")
     loads = [r for r in rows if r["op"] != "save"]
     best = min(loads, key=lambda r: r["seconds"].median)
@@ -199,9 +187,9 @@ def check_fastest_load(answer: tuple[str, str], rows: Sequence[Mapping]) -> str:
             hint = "That is the slowest load: take the lowest median time."
         else:
             hint = "Compare the median seconds of the rows whose op is not 'save'."
-        _fail(f"the fastest load in your run was {want} at "
+        raise LabCheckError(f"the fastest load in your run was {want} at "
               f"{best['seconds'].median * 1e3:.0f} ms; you answered {got}. {hint}")
-    return _ok(f"{want[0]} {want[1]}, {best['seconds'].median * 1e3:.0f} ms median.")
+    return passed(f"{want[0]} {want[1]}, {best['seconds'].median * 1e3:.0f} ms median.")
 
 
 def check_fleet_estimate(seconds: float, total_bytes: float, pods: int, option: str,
@@ -211,39 +199,25 @@ def check_fleet_estimate(seconds: float, total_bytes: float, pods: int, option: 
     got = as_number("efs_32_seconds", seconds)
     ref = fleet_load_seconds(total_bytes, pods, option, **kwargs)
     want = ref["seconds"]
-    if not _close(got, want, 0.02):
+    if not is_close(got, want, 0.02):
         own = fleet_load_seconds(total_bytes, 1, option, **kwargs)["seconds"]
-        if _close(got, want / 60, 0.02):
+        if is_close(got, want / 60, 0.02):
             hint = "That is in minutes; the answer is in seconds."
-        elif _close(got, want * 1.048576, 0.02) or _close(got, want / 1.048576, 0.02):
+        elif is_close(got, want * 1.048576, 0.02) or is_close(got, want / 1.048576, 0.02):
             hint = ("MB and MiB are mixed: 1 MiB/s = 1.048576 MB/s, and the checkpoint is "
                     "140 GB = 140e9 bytes.")
-        elif _close(got, own, 0.02) and pods > 1:
+        elif is_close(got, own, 0.02) and pods > 1:
             hint = ("That is one Pod alone: with all Pods loading at once, each gets its "
                     "share of the file system's throughput.")
-        elif _close(got, want / pods, 0.02):
+        elif is_close(got, want / pods, 0.02):
             hint = ("That is the time for one checkpoint at the whole file system's "
                     "throughput: every Pod reads its own copy, so divide the throughput by "
                     "the number of Pods.")
         else:
             hint = ("Take the smaller of the per-Pod limit and the aggregate limit divided by "
                     "the number of Pods.")
-        _fail(f"{option} with {pods} Pods: expected {ref['formula']} = {want:,.0f} s, got "
+        raise LabCheckError(f"{option} with {pods} Pods: expected {ref['formula']} = {want:,.0f} s, got "
               f"{got:,.0f} s. {hint}")
-    return _ok(f"{ref['formula']} = {want:,.0f} s.")
+    return passed(f"{ref['formula']} = {want:,.0f} s.")
 
 
-def prediction_rows(predictions: Mapping[str, float | None],
-                    measured: Mapping[str, float]) -> list[list]:
-    """Rows ``[quantity, your prediction, measured, measured / predicted]`` for the closing
-    table; predictions left as ``None`` show as ``-``, measurements that could not be taken
-    (``None``, e.g. fio missing) as ``n/a``."""
-    rows = []
-    for key, value in measured.items():
-        guess = predictions.get(key)
-        if value is None:
-            rows.append([key, "-" if guess is None else guess, "n/a", "-"])
-            continue
-        ratio = f"{value / guess:.2g}x" if guess else "-"
-        rows.append([key, "-" if guess is None else guess, round(float(value), 3), ratio])
-    return rows

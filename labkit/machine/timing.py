@@ -104,20 +104,10 @@ class Samples:
         """The values, read as seconds (for timings)."""
         return self.values
 
-    @property
-    def median_s(self) -> float:
-        """Median time per call, in seconds."""
-        return self.median
-
-    @property
-    def min_s(self) -> float:
-        """Fastest call, in seconds."""
-        return self.min
-
-    @property
-    def max_s(self) -> float:
-        """Slowest call, in seconds."""
-        return self.max
+    #: The median, min and max read as seconds (for timings: ``timeit`` returns seconds).
+    median_s = median
+    min_s = min
+    max_s = max
 
     @property
     def median_ms(self) -> float:

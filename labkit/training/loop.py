@@ -1,13 +1,8 @@
-"""Training machinery for chapter 02: memory by phase, checkpoints, and a simulated crash.
+"""The training loop of chapter 02: checkpoints, and a simulated crash.
 
-Everything here works on the course's own decoder (:mod:`labkit.decoder`) and the text of
-the tiny model (``labkit/data/tiny_corpus.txt``), on CPU, in seconds:
+Everything here works on the course's own decoder (:mod:`labkit.inference.decoder`) and the
+text of the tiny model (``labkit/data/tiny_corpus.txt``), on CPU, in seconds:
 
-- :func:`measure_training_memory` counts the bytes a training step holds, phase by phase:
-  the weights (all inference needs), then the gradients and the activations saved for the
-  backward pass, then the optimizer's state after an AdamW step. It counts tensors exactly
-  (no allocator noise), so the bytes per parameter can be set beside
-  :func:`labkit.memory.training_breakdown`.
 - :class:`TrainRun`, :func:`train` and :func:`resume` run a small seeded training job that
   writes checkpoints (model, optimizer, step, random state) every ``checkpoint_every`` steps
   and can be made to crash at a given step, so the work lost and the cost of checkpointing
@@ -24,8 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from labkit.decoder import Decoder, DecoderConfig, init_weights
-from labkit.machine.dtypes import tensor_bytes
+from labkit.inference.decoder import Decoder, DecoderConfig, init_weights
 
 
 class SimulatedCrash(RuntimeError):
@@ -38,8 +32,9 @@ class SimulatedCrash(RuntimeError):
 
 def corpus_tokens(tokenizer=None) -> torch.Tensor:
     """The tiny model's corpus as token ids (1-D int64), with the tiny model's tokenizer
-    unless another :class:`labkit.models.Tokenizer` is given."""
-    from labkit.models import DATA_DIR, TINY_FILES, Tokenizer
+    unless another :class:`~labkit.inference.tokenizer.Tokenizer` is given."""
+    from labkit.inference.language_model import DATA_DIR, TINY_FILES
+    from labkit.inference.tokenizer import Tokenizer
 
     if tokenizer is None:
         tokenizer = Tokenizer(DATA_DIR / TINY_FILES["tokenizer"], "<|endoftext|>")
@@ -56,50 +51,6 @@ def random_batch(data: torch.Tensor, batch_size: int, seq_len: int,
     x = torch.stack([data[s:s + seq_len] for s in starts.tolist()])
     y = torch.stack([data[s + 1:s + seq_len + 1] for s in starts.tolist()])
     return x, y
-
-
-def measure_training_memory(net: Decoder, tokens: torch.Tensor, targets: torch.Tensor,
-                            lr: float = 1e-3) -> dict:
-    """Bytes held at each phase of one training step of ``net`` on one batch.
-
-    Returns a dict with, in bytes: ``weights``; ``gradients`` (after ``backward``);
-    ``activations`` (the tensors autograd saved for the backward pass, counted once per
-    storage: they are alive between the forward and the backward); ``optimizer_states``
-    (AdamW's two moments, after one ``step``); and ``n_params``. The model's weights are
-    restored afterwards, so the call leaves ``net`` as it was. Everything is float32.
-    """
-    params = [p for p in net.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters (requires_grad is off)")
-    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    net.train()
-    saved: list[torch.Tensor] = []
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        logits = net(tokens)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-    weight_storages = {p.untyped_storage().data_ptr() for p in params}
-    activations = tensor_bytes(t for t in saved
-                                if t.untyped_storage().data_ptr() not in weight_storages)
-    saved.clear()
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    gradients = tensor_bytes(p.grad for p in params)
-    optimizer.step()
-    states = tensor_bytes(v for s in optimizer.state.values() for v in s.values()
-                           if isinstance(v, torch.Tensor) and v.numel() > 1)
-    with torch.no_grad():
-        net.load_state_dict(before)
-    for p in params:
-        p.grad = None
-    net.eval()
-    return {"n_params": sum(p.numel() for p in params), "weights": tensor_bytes(params),
-            "gradients": gradients, "activations": activations, "optimizer_states": states}
 
 
 @dataclass

@@ -1,0 +1,464 @@
+"""One model, two runtimes: PyTorch eager and ONNX Runtime.
+
+A *backend swap* takes the graph of a PyTorch model out of Python and runs it in another
+engine. The course uses ONNX: :func:`export_onnx` writes the model to one ``.onnx`` file with
+PyTorch's own exporter (``torch.onnx.export(..., dynamo=True)``: ``torch.export`` captures the
+graph, onnxscript translates it), timing the one-time export; :func:`onnx_session` opens that
+file in ONNX Runtime on the best execution provider available (CUDA when a GPU build of
+ONNX Runtime and a GPU are present, else CPU), with a fixed number of threads so that it can
+be compared fairly with PyTorch; :func:`max_abs_diff` says how far two backends' outputs are
+apart; :func:`quantize_onnx_int8` makes an int8 copy of an exported file with ONNX Runtime's
+own post-training tool (weights int8, activations quantized on the fly).
+
+For decoding, :func:`decoder_to_onnx` writes the course's :class:`labkit.inference.decoder.Decoder`
+as an ONNX graph *by hand* (``onnx.helper``, one node per operation of ``decode_step``), with
+the KV cache as graph inputs and outputs (``past_key.i`` in, ``present_key.i`` out), so that
+ONNX Runtime runs one token per call; :func:`quantize_onnx_nbits` turns its matrix products
+into ONNX Runtime's block-quantized ``MatMulNBits`` kernels (4 or 8 bits) with the
+runtime's own tool, and :class:`OnnxDecoder` decodes greedily and scores text with it.
+
+The exporter is noisy in torch 2.13 (progress lines, a ``FutureWarning`` from inside torch, a
+warning per torchvision operator it cannot find); :func:`export_onnx` keeps that out of the
+notebooks and raises a clear error when the export itself fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OnnxExport", "export_onnx", "quantize_onnx_int8", "OnnxSession", "onnx_session",
+           "max_abs_diff", "decoder_to_onnx", "quantize_onnx_nbits", "matmul_weight_bytes",
+           "OnnxDecoder"]
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        path: the ``.onnx`` file (graph and weights in one file).
+        seconds: wall time of the export (graph capture, translation, saving).
+        bytes: size of the file.
+        opset: the ONNX operator-set version of the graph.
+        n_nodes: operators in the graph.
+    """
+
+    path: Path
+    seconds: float
+    bytes: int
+    opset: int
+    n_nodes: int
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence torch.onnx's progress lines, its internal FutureWarnings and its log warnings."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_onnx(model, example_inputs: tuple, path: str | Path, *, input_names: list[str],
+                output_names: list[str], dynamic_shapes: dict | None = None) -> OnnxExport:
+    """Export ``model`` (an ``nn.Module`` in eval mode) to one ONNX file at ``path``.
+
+    Args:
+        model: the PyTorch module; it is called as ``model(*example_inputs)``.
+        example_inputs: a tuple of example tensors (their shapes and dtypes fix the graph,
+            except the dimensions named in ``dynamic_shapes``).
+        path: where to write the file (its folder must exist).
+        input_names, output_names: names of the graph's inputs and outputs (what
+            :meth:`OnnxSession.run` is called with).
+        dynamic_shapes: for each input name, ``{dim: torch.export.Dim(...)}`` for the
+            dimensions that may vary (batch, sequence length), as ``torch.export`` takes it.
+
+    Returns an :class:`OnnxExport`. Raises ``RuntimeError`` saying what to do when the export
+    fails (an operator ONNX cannot express, data-dependent control flow, a missing package).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"export_onnx: folder {path.parent} does not exist; create it first "
+                         "(for example with labkit.machine.scratch.scratch_dir())")
+    if not isinstance(example_inputs, tuple):
+        raise TypeError("export_onnx: example_inputs must be a tuple of tensors, e.g. (tokens,)")
+    if len(input_names) != len(example_inputs):
+        raise ValueError(f"export_onnx: {len(input_names)} input names for "
+                         f"{len(example_inputs)} example inputs")
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(model, example_inputs, str(path), dynamo=True, verbose=False,
+                              external_data=False, input_names=list(input_names),
+                              output_names=list(output_names), dynamic_shapes=dynamic_shapes)
+    except ImportError as err:
+        raise RuntimeError(f"export_onnx needs onnx and onnxscript ({err}); run `make setup`, "
+                           "which installs the pinned versions") from err
+    except Exception as err:  # noqa: BLE001 - the exporter raises many kinds; say what to do
+        raise RuntimeError(f"export_onnx: torch.onnx.export failed for {type(model).__name__}: "
+                           f"{type(err).__name__}: {str(err).splitlines()[0]}. Check that the "
+                           "forward pass has no Python-side data-dependent branches and that "
+                           "the dynamic_shapes match the inputs.") from err
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    import onnx
+
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return OnnxExport(path=path, seconds=seconds, bytes=path.stat().st_size, opset=int(opset),
+                      n_nodes=len(graph.graph.node))
+
+
+def quantize_onnx_int8(source: str | Path, target: str | Path) -> int:
+    """Write an int8 copy of the ONNX file ``source`` to ``target``; return its size in bytes.
+
+    Uses ONNX Runtime's ``quantize_dynamic``: the weights of matrix products become int8 with
+    a scale each, and the activations are quantized on the fly at run time (the same idea as
+    ``int8-dynamic`` in :mod:`labkit.inference.quant`). Embeddings and other operators stay fp32.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source, target = Path(source), Path(target)
+    if not source.is_file():
+        raise FileNotFoundError(f"no ONNX file at {source}; write one with export_onnx()")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)     # it advises a pre-processing step for image models
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return target.stat().st_size
+
+
+class OnnxSession:
+    """An ONNX Runtime session on one file; call :meth:`run` with NumPy arrays or tensors.
+
+    Attributes:
+        provider: the execution provider that runs the graph (``"CPUExecutionProvider"``, or
+            ``"CUDAExecutionProvider"`` with a GPU build of ONNX Runtime and a GPU).
+        threads: intra-op threads ONNX Runtime may use.
+        input_names, output_names: the graph's inputs and outputs.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1, device: str | None = None) -> None:
+        import onnxruntime as ort
+
+        from labkit.machine.facts import pick_device
+
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX file at {path}; write one with export_onnx()")
+        available = ort.get_available_providers()
+        wanted = pick_device(device)
+        providers = ["CPUExecutionProvider"]
+        if wanted == "cuda" and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3          # errors only: no provider chatter in notebooks
+        self._session = ort.InferenceSession(str(path), options, providers=providers)
+        self.provider = self._session.get_providers()[0]
+        self.threads = threads
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, **inputs: Any) -> np.ndarray:
+        """The first output of the graph for ``inputs`` (by input name), as a NumPy array."""
+        missing = set(self.input_names) - set(inputs)
+        extra = set(inputs) - set(self.input_names)
+        if missing or extra:
+            raise ValueError(f"OnnxSession.run: the graph takes {self.input_names}; missing "
+                             f"{sorted(missing)}, unknown {sorted(extra)}")
+        feed = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+                for k, v in inputs.items()}
+        return self._session.run(self.output_names[:1], feed)[0]
+
+    def __repr__(self) -> str:
+        return (f"OnnxSession(inputs={self.input_names}, outputs={self.output_names}, "
+                f"provider={self.provider}, threads={self.threads})")
+
+
+def onnx_session(path: str | Path, threads: int = 1, device: str | None = None) -> OnnxSession:
+    """Open ``path`` in ONNX Runtime (see :class:`OnnxSession`); ``device`` as
+    :func:`labkit.machine.facts.pick_device` takes it (default: CUDA when present)."""
+    return OnnxSession(path, threads=threads, device=device)
+
+
+def max_abs_diff(a, b) -> float:
+    """Largest absolute difference between two outputs (tensors or arrays of one shape)."""
+    a = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
+    b = b.detach().cpu().numpy() if hasattr(b, "detach") else np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"max_abs_diff: shapes differ, {a.shape} and {b.shape}")
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+
+
+
+# ============================================================================================
+# The decoder with a KV cache, by hand, for ONNX Runtime; and its block-quantized copies
+# ============================================================================================
+def decoder_to_onnx(net, opset: int = 21):
+    """The decoder ``net`` (a :class:`labkit.inference.decoder.Decoder`, fp32) as an ONNX ``ModelProto``
+    that takes and returns the KV cache, so one call is one decode step.
+
+    Inputs: ``input_ids`` int64 ``[1, S]``, ``position_ids`` int64 ``[S]`` (the positions of
+    those tokens), ``attention_bias`` float ``[S, P+S]`` (added to the attention scores:
+    0 where a query may look, ``-inf`` elsewhere), and per block ``past_key.i`` /
+    ``past_value.i`` float ``[1, n_kv_heads, P, head_dim]``. Outputs: ``logits``
+    ``[1, S, vocab]`` and ``present_key.i`` / ``present_value.i`` (past and new, ``P+S``
+    positions). ``S = 1`` is a decode step; ``P = 0`` with a causal bias is a prefill.
+
+    Every operator is standard ONNX (Gather, MatMul, Softmax, ...), written in the order of
+    ``Decoder.decode_step``. Each weight matrix ``W`` is stored as ``W^T`` and used by a
+    ``MatMul`` whose second input is that constant, the pattern ONNX Runtime's quantization
+    tools look for. A tied head gets its own transposed copy of the embedding (the Gather
+    reads rows of ``[vocab, d]``, the head multiplies by ``[d, vocab]``).
+    """
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as onh
+
+    c = net.config
+    nh, nkv, hd, d, ff = c.n_heads, c.n_kv_heads, c.head_dim, c.d_model, c.d_ff
+    group = nh // nkv
+    nodes, inits = [], []
+
+    def init(name, array):
+        inits.append(onh.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(kind, ins, outs=None, **attrs):
+        name = f"{kind}_{len(nodes)}"
+        outs = outs or [name]
+        nodes.append(oh.make_node(kind, ins, outs, name=name, **attrs))
+        return outs[0] if len(outs) == 1 else outs
+
+    def ints(name, values):
+        return init(name, np.array(values, dtype=np.int64))
+
+    def weight_t(linear):                      # W^T, [in, out], for MatMul(x, W^T)
+        return linear.weight.detach().float().t().contiguous().numpy()
+
+    def rms_norm(x, w):
+        mean_sq = op("ReduceMean", [op("Mul", [x, x]), "last_axis"], keepdims=1)
+        return op("Mul", [op("Div", [x, op("Sqrt", [op("Add", [mean_sq, "eps"])])]), w])
+
+    def rope(x):                               # [1, H, S, hd], Llama's "halves" layout
+        first, second = op("Split", [x, "halves"], outs=[f"a_{len(nodes)}", f"b_{len(nodes)}"],
+                           axis=-1)
+        rotated = op("Concat", [op("Neg", [second]), first], axis=-1)
+        return op("Add", [op("Mul", [x, "cos"]), op("Mul", [rotated, "sin"])])
+
+    init("embed", net.embed.weight.detach().float().numpy())
+    init("rope_cos", net.rope_cos.float().numpy())
+    init("rope_sin", net.rope_sin.float().numpy())
+    init("eps", np.array(c.norm_eps, dtype=np.float32))
+    init("inv_sqrt_hd", np.array(1.0 / np.sqrt(hd), dtype=np.float32))
+    ints("last_axis", [-1])
+    ints("axis2", [2])
+    ints("q_shape", [0, 0, nh, hd])
+    ints("kv_shape", [0, 0, nkv, hd])
+    ints("grouped", [0, nkv, group, -1, hd])   # [1, kv head, query head in group, S, hd]
+    ints("heads", [0, nh, -1, hd])
+    ints("flat", [0, -1, d])
+    ints("qkv_split", [nh * hd, nkv * hd, nkv * hd])
+    ints("halves", [hd // 2, hd // 2])
+    ints("ff_split", [ff, ff])
+
+    inputs = [oh.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"]),
+              oh.make_tensor_value_info("position_ids", TensorProto.INT64, ["S"]),
+              oh.make_tensor_value_info("attention_bias", TensorProto.FLOAT, ["S", "T"])]
+    outputs = [oh.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "S", c.vocab_size])]
+    x = op("Gather", ["embed", "input_ids"], axis=0)                    # [1, S, d]
+    op("Gather", ["rope_cos", "position_ids"], outs=["cos"], axis=0)    # [S, hd]
+    op("Gather", ["rope_sin", "position_ids"], outs=["sin"], axis=0)
+    for i, block in enumerate(net.layers):
+        for kind in ("key", "value"):
+            inputs.append(oh.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT,
+                                                    [1, nkv, "P", hd]))
+            outputs.append(oh.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT,
+                                                     [1, nkv, "T", hd]))
+        h = rms_norm(x, init(f"layers.{i}.attn_norm", block.attn_norm.detach().float().numpy()))
+        qkv = op("MatMul", [h, init(f"layers.{i}.wqkv", weight_t(block.wqkv))])
+        q, k, v = op("Split", [qkv, "qkv_split"], outs=[f"q.{i}", f"k.{i}", f"v.{i}"], axis=-1)
+        q = rope(op("Transpose", [op("Reshape", [q, "q_shape"])], perm=[0, 2, 1, 3]))
+        k = rope(op("Transpose", [op("Reshape", [k, "kv_shape"])], perm=[0, 2, 1, 3]))
+        v = op("Transpose", [op("Reshape", [v, "kv_shape"])], perm=[0, 2, 1, 3])
+        keys = op("Concat", [f"past_key.{i}", k], outs=[f"present_key.{i}"], axis=2)
+        values = op("Concat", [f"past_value.{i}", v], outs=[f"present_value.{i}"], axis=2)
+        # grouped-query attention: the query heads of one group share their K and V head
+        keys_t = op("Unsqueeze", [op("Transpose", [keys], perm=[0, 1, 3, 2]), "axis2"])
+        scores = op("MatMul", [op("Reshape", [q, "grouped"]), keys_t])
+        scores = op("Add", [op("Mul", [scores, "inv_sqrt_hd"]), "attention_bias"])
+        attn = op("MatMul", [op("Softmax", [scores], axis=-1), op("Unsqueeze", [values, "axis2"])])
+        attn = op("Reshape", [op("Transpose", [op("Reshape", [attn, "heads"])], perm=[0, 2, 1, 3]),
+                              "flat"])
+        x = op("Add", [x, op("MatMul", [attn, init(f"layers.{i}.wo", weight_t(block.wo))])])
+        h = rms_norm(x, init(f"layers.{i}.mlp_norm", block.mlp_norm.detach().float().numpy()))
+        gate_up = op("MatMul", [h, init(f"layers.{i}.w_gate_up", weight_t(block.w_gate_up))])
+        gate, up = op("Split", [gate_up, "ff_split"], outs=[f"gate.{i}", f"up.{i}"], axis=-1)
+        act = op("Mul", [op("Mul", [gate, op("Sigmoid", [gate])]), up])
+        x = op("Add", [x, op("MatMul", [act, init(f"layers.{i}.w_down", weight_t(block.w_down))])])
+    x = rms_norm(x, init("norm", net.norm.detach().float().numpy()))
+    op("MatMul", [x, init("lm_head", weight_t(net.lm_head))], outs=["logits"])
+    model = oh.make_model(oh.make_graph(nodes, "labkit-decoder", inputs, outputs, inits),
+                          opset_imports=[oh.make_opsetid("", opset)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model
+
+
+def quantize_onnx_nbits(source, target: str | Path, *, bits: int = 4, block_size: int = 32,
+                        symmetric: bool = False, accuracy_level: int | None = 4) -> int:
+    """Write a copy of the ONNX model ``source`` (a path or ``ModelProto``) to ``target`` whose
+    constant-weight ``MatMul`` nodes are ONNX Runtime's ``MatMulNBits``; return its bytes.
+
+    Uses the runtime's own tool, ``onnxruntime.quantization.matmul_nbits_quantizer.
+    MatMulNBitsQuantizer`` (round-to-nearest): each weight column is cut into blocks of
+    ``block_size`` inputs, each block stored as ``bits``-bit integers with one fp32 scale
+    (and, unless ``symmetric``, one ``bits``-bit zero point). ``accuracy_level=4`` lets the
+    CPU kernel quantize the activations to int8 per block and multiply in integers (VNNI/AMX
+    where the CPU has them); ``0``/None keeps fp32 arithmetic on dequantized weights.
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if bits not in (4, 8):
+        raise ValueError(f"quantize_onnx_nbits: bits must be 4 or 8, got {bits!r}")
+    if isinstance(source, (str, Path)):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"no ONNX file at {source}; write one first")
+        source = onnx.load(str(source))
+    else:
+        source = copy_model(source)             # the quantizer edits the model it is given
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantizer = MatMulNBitsQuantizer(source, bits=bits, block_size=block_size,
+                                         is_symmetric=symmetric, accuracy_level=accuracy_level)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+    finally:
+        root.setLevel(level)
+    return Path(target).stat().st_size
+
+
+def copy_model(model):
+    """A deep copy of an ONNX ``ModelProto`` (the quantizer edits the one it is given)."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def matmul_weight_bytes(model) -> int:
+    """Bytes of the constant inputs of every ``MatMul``/``MatMulNBits`` node of ``model`` (a
+    path or ``ModelProto``): the weights (with their scales and zero points) that one decode
+    step reads. The embedding (a Gather reads one row) and the norms are not counted, as in
+    :attr:`labkit.inference.language_model.LanguageModel.weight_bytes_per_token`."""
+    import onnx
+
+    if isinstance(model, (str, Path)):
+        model = onnx.load(str(model), load_external_data=True)
+    sizes = {t.name: len(t.raw_data) or onnx.numpy_helper.to_array(t).nbytes
+             for t in model.graph.initializer}
+    used = {name for n in model.graph.node if n.op_type in ("MatMul", "MatMulNBits")
+            for name in n.input[1:] if name in sizes}
+    return int(sum(sizes[name] for name in used))
+
+
+class OnnxDecoder:
+    """Greedy decoding and scoring with a graph from :func:`decoder_to_onnx` (or a quantized
+    copy) in ONNX Runtime on the CPU, with ``threads`` intra-op threads.
+
+    :meth:`generate` returns the new token ids and the time of each decode step (the prompt's
+    prefill excluded); :meth:`logits` scores a whole sequence in one call (for perplexity).
+    """
+
+    def __init__(self, path: str | Path, config, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no ONNX file at {path}; write one with decoder_to_onnx()")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options,
+                                             providers=["CPUExecutionProvider"])
+        self.config, self.threads = config, threads
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def _empty_cache(self) -> dict:
+        c = self.config
+        empty = np.zeros((1, c.n_kv_heads, 0, c.head_dim), dtype=np.float32)
+        return {f"past_{kind}.{i}": empty for i in range(c.n_layers) for kind in ("key", "value")}
+
+    @staticmethod
+    def _causal_bias(n: int, past: int = 0) -> np.ndarray:
+        bias = np.zeros((n, past + n), dtype=np.float32)
+        bias[:, past:] = np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1)
+        return bias
+
+    def logits(self, ids) -> np.ndarray:
+        """Logits ``[len(ids), vocab]`` of a whole sequence (causal, from position 0)."""
+        ids = [int(t) for t in ids]
+        feed = {"input_ids": np.array([ids], dtype=np.int64),
+                "position_ids": np.arange(len(ids), dtype=np.int64),
+                "attention_bias": self._causal_bias(len(ids)), **self._empty_cache()}
+        return self._session.run(["logits"], feed)[0][0]
+
+    def generate(self, ids, new_tokens: int) -> tuple[list[int], list[float]]:
+        """Greedy: prefill ``ids``, then ``new_tokens - 1`` decode steps. Returns the
+        ``new_tokens`` token ids and the seconds of each decode step."""
+        ids = [int(t) for t in ids]
+        feed = {"input_ids": np.array([ids], dtype=np.int64),
+                "position_ids": np.arange(len(ids), dtype=np.int64),
+                "attention_bias": self._causal_bias(len(ids)), **self._empty_cache()}
+        out = self._session.run(self._outputs, feed)
+        tokens, steps, pos = [], [], len(ids)
+        for _ in range(new_tokens):
+            tokens.append(int(out[0][0, -1].argmax()))
+            if len(tokens) == new_tokens:
+                break
+            feed = {"input_ids": np.array([[tokens[-1]]], dtype=np.int64),
+                    "position_ids": np.array([pos], dtype=np.int64),
+                    "attention_bias": np.zeros((1, pos + 1), dtype=np.float32)}
+            feed.update((name.replace("present", "past"), arr)
+                        for name, arr in zip(self._outputs[1:], out[1:], strict=True))
+            start = time.perf_counter()
+            out = self._session.run(self._outputs, feed)
+            steps.append(time.perf_counter() - start)
+            pos += 1
+        return tokens, steps
