@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit import catalog, k8s, memory
+from labkit import k8s
 from labkit.check import LabCheckError
 from labkit.check import distributed as check
 from labkit.distributed import processes
@@ -37,6 +37,7 @@ from labkit.distributed.ray_work import corpus_prompts, _noop, _remote
 from labkit.distributed.session import (default_num_cpus, _MAX_TEMP_PATH, RAY_MAX_CPUS,
                                         RAY_OBJECT_STORE_BYTES, ray_session, _ray_temp_dir,
                                         RaySession, shutdown_all)
+from labkit.planning import catalog, memory
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = {kind: ROOT / "book" / "manifests" / f"06-{kind}.yaml"
@@ -567,10 +568,10 @@ def test_cleanup_touches_only_folders_marked_by_a_dead_owner(monkeypatch, tmp_pa
 
 
 def test_default_cpus_follow_the_usable_cores(monkeypatch):
-    from labkit import hardware
+    from labkit.machine import facts
 
     for cores, want in [(1, 2), (2, 2), (3, 3), (16, RAY_MAX_CPUS)]:
-        monkeypatch.setattr(hardware, "usable_cores", lambda c=cores: c)
+        monkeypatch.setattr(facts, "usable_cores", lambda c=cores: c)
         assert default_num_cpus() == want
         assert RaySession().num_cpus == want
     assert RaySession(num_cpus=1).num_cpus == 1

@@ -17,9 +17,9 @@ module                         what it holds
 
 Imports point down this list: ``session`` builds on ``processes``; ``ray_work`` on
 ``processes``; ``cli`` on every other module; ``ranks`` and ``parallelism`` stand alone.
-Outside the package: :mod:`labkit.machine` (``scratch``, ``net``, ``timing``),
-:mod:`labkit.hardware`, :mod:`labkit.catalog`, :mod:`labkit.memory` and, inside functions, the
-tiny model's modules.
+Outside the package: :mod:`labkit.machine` (``scratch``, ``net``, ``timing``, ``facts``),
+:mod:`labkit.planning` (``catalog``, ``memory``) and, inside functions, the tiny model's
+modules in :mod:`labkit.inference` and :mod:`labkit.training`.
 Importing the package imports neither Ray nor torch; import what you use from its module
 (``from labkit.distributed.session import RaySession``).
 
@@ -32,30 +32,28 @@ from __future__ import annotations
 
 from labkit.deprecated import moved_getattr
 
-
-def _homes(module: str, *names: str) -> dict[str, str]:
-    return dict.fromkeys(names, module)
-
+#: the old flat module's names, by the module that holds each now
+_MOVES = (
+    ("labkit.distributed.processes", "SESSION_ENV OWNER_ENV OWNER_FILE cleanup_dead_sessions "
+                                     "ray_processes"),
+    ("labkit.distributed.session", "RAY_NUM_CPUS RAY_MAX_CPUS RAY_OBJECT_STORE_BYTES "
+                                   "ShutdownReport default_num_cpus RaySession shutdown_all "
+                                   "ray_session"),
+    ("labkit.distributed.ray_work", "ray_overheads object_store_rates corpus_prompts ShardWorker "
+                                    "InferenceRun start_shard_workers stop_actors batch_inference "
+                                    "serial_inference run_actor_kill run_flaky_tasks"),
+    ("labkit.machine.net", "free_port"),
+    ("labkit.distributed.ranks", "RankError run_ranks collectives_demo allreduce_benchmark "
+                                 "tiny_config training_batches train_single ddp_train "
+                                 "compare_losses"),
+    ("labkit.distributed.parallelism", "make_shards amdahl_parallel_fraction "
+                                       "sharded_training_bytes parallelism_plan LAYOUTS min_nodes "
+                                       "efa_GBps ring_allreduce_seconds gradient_sync_seconds "
+                                       "pipeline_bubble"),
+    ("labkit.distributed.cli", "main"),
+)
 
 #: old name of ``labkit.distributed`` -> the module that holds it now
-_HOME = {
-    **_homes("labkit.distributed.processes", "SESSION_ENV", "OWNER_ENV", "OWNER_FILE",
-             "cleanup_dead_sessions", "ray_processes"),
-    **_homes("labkit.distributed.session", "RAY_NUM_CPUS", "RAY_MAX_CPUS",
-             "RAY_OBJECT_STORE_BYTES", "ShutdownReport", "default_num_cpus", "RaySession",
-             "shutdown_all", "ray_session"),
-    **_homes("labkit.distributed.ray_work", "ray_overheads", "object_store_rates",
-             "corpus_prompts", "ShardWorker", "InferenceRun", "start_shard_workers",
-             "stop_actors", "batch_inference", "serial_inference", "run_actor_kill",
-             "run_flaky_tasks"),
-    "free_port": "labkit.machine.net",
-    **_homes("labkit.distributed.ranks", "RankError", "run_ranks", "collectives_demo",
-             "allreduce_benchmark", "tiny_config", "training_batches", "train_single",
-             "ddp_train", "compare_losses"),
-    **_homes("labkit.distributed.parallelism", "make_shards", "amdahl_parallel_fraction",
-             "sharded_training_bytes", "parallelism_plan", "LAYOUTS", "min_nodes", "efa_GBps",
-             "ring_allreduce_seconds", "gradient_sync_seconds", "pipeline_bubble"),
-    "main": "labkit.distributed.cli",
-}
+_HOME = {name: module for module, names in _MOVES for name in names.split()}
 
 __getattr__ = moved_getattr(__name__, _HOME)

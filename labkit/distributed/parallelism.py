@@ -2,18 +2,18 @@
 
 :func:`make_shards` and :func:`amdahl_parallel_fraction` (Lab 5's arithmetic);
 :func:`sharded_training_bytes` (data, tensor and pipeline parallelism and ZeRO stages 1-3 /
-FSDP on top of :func:`labkit.memory.training_breakdown`), :func:`parallelism_plan` and
-:func:`min_nodes` for an instance type of :mod:`labkit.catalog`,
+FSDP on top of :func:`labkit.planning.memory.training_breakdown`), :func:`parallelism_plan`
+and :func:`min_nodes` for an instance type of :mod:`labkit.planning.catalog`,
 :func:`ring_allreduce_seconds` with the EFA bandwidth of the catalog, and
 :func:`pipeline_bubble`. Every result is derived by a formula shown in its docstring; nothing
-here runs anything. Imports :mod:`labkit.catalog` and :mod:`labkit.memory`.
+here runs anything. Imports :mod:`labkit.planning` (``catalog``, ``memory``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labkit import catalog, memory
+from labkit.planning import catalog, memory
 
 
 def make_shards(items: Sequence, n_shards: int) -> list[list]:

@@ -175,9 +175,9 @@ def allreduce_benchmark(rank: int, world_size: int,
 
 
 def tiny_config():
-    """The tiny model's architecture (:class:`labkit.decoder.DecoderConfig`)."""
-    from labkit.decoder import DecoderConfig
-    from labkit.models import DATA_DIR, TINY_FILES
+    """The tiny model's architecture (:class:`labkit.inference.config.DecoderConfig`)."""
+    from labkit.inference.config import DecoderConfig
+    from labkit.inference.language_model import DATA_DIR, TINY_FILES
 
     meta = json.loads((DATA_DIR / TINY_FILES["config"]).read_text())
     return DecoderConfig.from_dict(meta["config"])
@@ -188,15 +188,15 @@ def training_batches(steps: int, global_batch: int, seq_len: int, seed: int = 0)
     caller with the same seed: a data-parallel rank takes its slice of each."""
     import torch
 
-    from labkit import training
+    from labkit.training import loop
 
-    data = training.corpus_tokens()
+    data = loop.corpus_tokens()
     gen = torch.Generator().manual_seed(seed)
-    return [training.random_batch(data, global_batch, seq_len, gen) for _ in range(steps)]
+    return [loop.random_batch(data, global_batch, seq_len, gen) for _ in range(steps)]
 
 
 def _new_tiny_model(seed: int):
-    from labkit.decoder import Decoder, init_weights
+    from labkit.inference.decoder import Decoder, init_weights
 
     return init_weights(Decoder(tiny_config()), seed=seed).train()
 
@@ -206,6 +206,16 @@ def _lm_loss(net, x, y):
 
     logits = net(x)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def _train_step(net, opt, x, y):
+    """One optimizer step of ``net`` on ``(x, y)``: the loss tensor and the seconds it took."""
+    start = time.perf_counter()
+    loss = _lm_loss(net, x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()            # under DDP, the gradients are all-reduced (averaged) here
+    opt.step()
+    return loss, time.perf_counter() - start
 
 
 def train_single(steps: int = 8, global_batch: int = 16, seq_len: int = 64, seed: int = 0,
@@ -222,12 +232,8 @@ def train_single(steps: int = 8, global_batch: int = 16, seq_len: int = 64, seed
     opt = torch.optim.AdamW(net.parameters(), lr=lr)
     losses, times = [], []
     for x, y in training_batches(steps, global_batch, seq_len, seed):
-        start = time.perf_counter()
-        loss = _lm_loss(net, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
+        loss, seconds = _train_step(net, opt, x, y)
+        times.append(seconds)
         losses.append(loss.item())
     params = torch.cat([p.detach().flatten() for p in net.parameters()])
     return {"losses": losses, "step_s": times, "params": params, "n_params": params.numel()}
@@ -264,12 +270,8 @@ def ddp_train(rank: int, world_size: int, steps: int = 8, global_batch: int = 16
     losses, step_s = [], []
     for x, y in batches[:steps]:
         x, y = x.chunk(world_size)[rank].to(device), y.chunk(world_size)[rank].to(device)
-        start = time.perf_counter()
-        loss = _lm_loss(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()            # DDP all-reduces (averages) the gradients here
-        opt.step()
-        step_s.append(time.perf_counter() - start)
+        loss, seconds = _train_step(model, opt, x, y)     # DDP averages the gradients
+        step_s.append(seconds)
         mean = loss.detach().clone()
         dist.all_reduce(mean)       # the global batch's loss: mean of the ranks' means
         losses.append(mean.item() / world_size)

@@ -6,7 +6,7 @@ over shards; fault tolerance.
 run over shards of prompts by Ray actors) with :func:`serial_inference` as the in-process
 baseline; :func:`run_actor_kill` and :func:`run_flaky_tasks` (actor restarts and task
 retries). Every function needs a running session (:class:`labkit.distributed.session.RaySession`).
-Imports Ray and torch (on use), :mod:`labkit.machine.timing`, :mod:`labkit.models` (on
+Imports Ray and torch (on use), :mod:`labkit.machine.timing`, :mod:`labkit.inference` (on
 use), :mod:`labkit.machine.scratch` and :mod:`~labkit.distributed.processes`.
 """
 
@@ -154,7 +154,7 @@ class ShardWorker:
     def __init__(self, threads: int = 1, device: str | None = None) -> None:
         import torch
 
-        from labkit.models import load_tiny_gpt
+        from labkit.inference.language_model import load_tiny_gpt
 
         torch.set_num_threads(threads)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -10,7 +10,7 @@ laptop and on EKS unchanged. Leaving the session (``with``, :meth:`RaySession.sh
 notebook cell after :meth:`RaySession.close_on_cell_error`, or interpreter exit) shuts Ray
 down, waits for every process the session started, ends stragglers by their pid, removes the
 temp folder and raises if any Ray process is left (:mod:`~labkit.distributed.processes`).
-Imports Ray (on use), :mod:`labkit.machine.scratch`, :mod:`labkit.hardware` (on use) and
+Imports Ray (on use), :mod:`labkit.machine` (``scratch``; ``facts`` on use) and
 :mod:`~labkit.distributed.processes`.
 """
 
@@ -76,7 +76,7 @@ class ShutdownReport:
 def default_num_cpus() -> int:
     """CPUs of a local Ray session: the usable cores, at least 2 (the lab compares 1 and 2
     workers) and at most :data:`RAY_MAX_CPUS`."""
-    from labkit.hardware import usable_cores
+    from labkit.machine.facts import usable_cores
 
     return max(RAY_NUM_CPUS, min(usable_cores(), RAY_MAX_CPUS))
 

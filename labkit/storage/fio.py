@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from labkit.machine.tools import tool_path
 
 #: How to install fio, shown when it is missing.
 FIO_INSTALL = ("Install it and rerun: `sudo apt-get install -y fio` (Debian/Ubuntu), "
@@ -36,8 +37,9 @@ class FioMissingError(RuntimeError):
 
 
 def fio_path() -> str | None:
-    """Return the path of the ``fio`` executable, or ``None`` when it is not on ``PATH``."""
-    return shutil.which("fio")
+    """Return the path of the ``fio`` executable, or ``None`` when it is not on ``PATH``
+    (:func:`labkit.machine.tools.tool_path`, the finder ``python -m labkit doctor`` uses)."""
+    return tool_path("fio")
 
 
 def fio_version() -> str | None:
