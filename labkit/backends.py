@@ -2,7 +2,8 @@
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.backends", "labkit.inference.backends")
+warn_moved("labkit.backends",
+           "labkit.inference.backends")
 
 from labkit.inference.backends import copy_model  # noqa: E402,F401
 from labkit.inference.backends import decoder_to_onnx  # noqa: E402,F401

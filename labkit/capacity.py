@@ -2,7 +2,8 @@
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.capacity", "labkit.planning.capacity")
+warn_moved("labkit.capacity",
+           "labkit.planning.capacity")
 
 from labkit.planning.capacity import decode_roofline  # noqa: E402,F401
 from labkit.planning.capacity import device_budget_bytes  # noqa: E402,F401

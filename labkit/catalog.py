@@ -2,7 +2,8 @@
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.catalog", "labkit.planning.catalog")
+warn_moved("labkit.catalog",
+           "labkit.planning.catalog")
 
 from labkit.planning.catalog import accelerator  # noqa: E402,F401
 from labkit.planning.catalog import ACCELERATOR_KEYS  # noqa: E402,F401

@@ -2,7 +2,8 @@
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.decide", "labkit.planning.decide")
+warn_moved("labkit.decide",
+           "labkit.planning.decide")
 
 from labkit.planning.decide import candidates  # noqa: E402,F401
 from labkit.planning.decide import NO_BF16  # noqa: E402,F401

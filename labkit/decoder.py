@@ -1,8 +1,10 @@
-"""Deprecated: moved to :mod:`labkit.inference.config`, :mod:`labkit.inference.decoder`, :mod:`labkit.inference.kv_cache` (issue 18); kept for one release."""
+"""Deprecated: moved to :mod:`labkit.inference.config`, :mod:`labkit.inference.decoder`,
+:mod:`labkit.inference.kv_cache` (issue 18); kept for one release."""
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.decoder", "labkit.inference.config, labkit.inference.decoder, labkit.inference.kv_cache")
+warn_moved("labkit.decoder",
+           "labkit.inference.config, labkit.inference.decoder, labkit.inference.kv_cache")
 
 from labkit.inference.config import DecoderConfig  # noqa: E402,F401
 from labkit.inference.decoder import Block  # noqa: E402,F401

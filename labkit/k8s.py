@@ -23,7 +23,7 @@ from pathlib import Path
 #: kubernetes-versions.html: 1.34 left standard support on 2026-12-02; 1.35 is in standard support
 #: until 2027-03-27). Manifests must work on every cluster still in standard support.
 EKS_OLDEST_STANDARD = "1.35"
-#: Kept for code written against earlier versions of the course: the oldest version checked.
+#: Kept for code written against earlier versions of the course (the oldest version checked).
 K8S_VERSION = EKS_OLDEST_STANDARD
 
 

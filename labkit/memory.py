@@ -2,7 +2,8 @@
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.memory", "labkit.planning.memory")
+warn_moved("labkit.memory",
+           "labkit.planning.memory")
 
 from labkit.planning.memory import BYTES_PER_PARAM  # noqa: E402,F401
 from labkit.planning.memory import bytes_per_param  # noqa: E402,F401

@@ -1,8 +1,16 @@
-"""Deprecated: moved to :mod:`labkit.inference.decode_bench`, :mod:`labkit.inference.generation`, :mod:`labkit.inference.language_model`, :mod:`labkit.inference.loading`, :mod:`labkit.inference.smollm2`, :mod:`labkit.inference.tokenizer`, :mod:`labkit.machine.dtypes`, :mod:`labkit.machine.facts`, :mod:`labkit.machine.probes` (issue 18); kept for one release."""
+"""Deprecated: moved to :mod:`labkit.inference.decode_bench`, :mod:`labkit.inference.generation`,
+:mod:`labkit.inference.language_model`, :mod:`labkit.inference.loading`,
+:mod:`labkit.inference.smollm2`, :mod:`labkit.inference.tokenizer`,
+:mod:`labkit.machine.dtypes`, :mod:`labkit.machine.facts`, :mod:`labkit.machine.probes` (issue
+18); kept for one release."""
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.models", "labkit.inference.decode_bench, labkit.inference.generation, labkit.inference.language_model, labkit.inference.loading, labkit.inference.smollm2, labkit.inference.tokenizer, labkit.machine.dtypes, labkit.machine.facts, labkit.machine.probes")
+warn_moved("labkit.models",
+           "labkit.inference.decode_bench, labkit.inference.generation, "
+           "labkit.inference.language_model, labkit.inference.loading, "
+           "labkit.inference.smollm2, labkit.inference.tokenizer, labkit.machine.dtypes, "
+           "labkit.machine.facts, labkit.machine.probes")
 
 from labkit.inference.decode_bench import bench_decode_cli  # noqa: E402,F401
 from labkit.inference.decode_bench import BENCH_KEYS  # noqa: E402,F401
@@ -35,4 +43,5 @@ from labkit.machine.dtypes import torch_dtype  # noqa: E402,F401
 from labkit.machine.facts import torch_threads as num_threads  # noqa: E402,F401
 from labkit.machine.probes import gemv_read_GBps as measure_gemv_bandwidth  # noqa: E402,F401
 from labkit.inference.generation import pick_token as _pick  # noqa: E402,F401
-from labkit.inference.tokenizer import IncrementalDetokenizer as _IncrementalDetokenizer  # noqa: E402,F401
+from labkit.inference.tokenizer import (  # noqa: E402,F401
+    IncrementalDetokenizer as _IncrementalDetokenizer)

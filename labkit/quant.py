@@ -1,8 +1,12 @@
-"""Deprecated: moved to :mod:`labkit.inference.quant`, :mod:`labkit.inference.quant_bench`, :mod:`labkit.inference.quant_quality`, :mod:`labkit.machine.facts` (issue 18); kept for one release."""
+"""Deprecated: moved to :mod:`labkit.inference.quant`, :mod:`labkit.inference.quant_bench`,
+:mod:`labkit.inference.quant_quality`, :mod:`labkit.machine.facts` (issue 18); kept for one
+release."""
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.quant", "labkit.inference.quant, labkit.inference.quant_bench, labkit.inference.quant_quality, labkit.machine.facts")
+warn_moved("labkit.quant",
+           "labkit.inference.quant, labkit.inference.quant_bench, "
+           "labkit.inference.quant_quality, labkit.machine.facts")
 
 from labkit.inference.quant import convert_state_dict  # noqa: E402,F401
 from labkit.inference.quant import dequantize_int4  # noqa: E402,F401

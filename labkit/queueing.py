@@ -2,7 +2,8 @@
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.queueing", "labkit.planning.queueing")
+warn_moved("labkit.queueing",
+           "labkit.planning.queueing")
 
 from labkit.planning.queueing import AutoscaleResult  # noqa: E402,F401
 from labkit.planning.queueing import COLD_START_CITED  # noqa: E402,F401

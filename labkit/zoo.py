@@ -2,7 +2,8 @@
 
 from labkit.deprecated import warn_moved
 
-warn_moved("labkit.zoo", "labkit.inference.zoo")
+warn_moved("labkit.zoo",
+           "labkit.inference.zoo")
 
 from labkit.inference.zoo import count_params  # noqa: E402,F401
 from labkit.inference.zoo import denoise  # noqa: E402,F401

@@ -25,3 +25,13 @@ def test_a_missing_bench_module_says_update(monkeypatch, capsys):
     monkeypatch.setitem(cli.BENCHES, "y", "labkit.no_such_module:run")
     assert cli.main(["bench", "y"]) == 2
     assert "not available in this version of the course" in capsys.readouterr().err
+
+
+def test_every_bench_points_at_a_function_in_its_new_home():
+    import importlib
+
+    for name, target in cli.BENCHES.items():
+        module_name, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module_name), func)), name
+    assert cli.BENCHES["decode"].startswith("labkit.inference.")
+    assert cli.BENCHES["quant"].startswith("labkit.inference.")

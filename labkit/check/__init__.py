@@ -19,7 +19,7 @@ a wrong instructor solution) with a message that says what is off and what to lo
 just "wrong". This module is the one shared base: the checks' number parsing, closeness,
 "off by a factor" diagnostics and the predictions table (:func:`prediction_rows`).
 
-May import every other package of :mod:`labkit` (it is the top layer with the CLI).
+May import every other package of ``labkit`` (it is the top layer with the CLI).
 """
 
 from __future__ import annotations

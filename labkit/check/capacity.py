@@ -158,7 +158,7 @@ def check_replicas(replicas, *, arrival_rate: float, service_times, slo_s: float
                    percentile: float = 95, seed=0) -> str:
     """Task 4: the fewest replicas whose p-th percentile latency meets ``slo_s``.
 
-    Re-runs :func:`labkit.queueing.simulate_queue` with the learner's count and one fewer.
+    Re-runs :func:`labkit.planning.queueing.simulate_queue` with the learner's count and one fewer.
     """
     number = as_number("replicas", replicas, **UNFILLED)
     expect(number >= 1, "you need at least one replica")

@@ -3,7 +3,7 @@
 Follows :mod:`labkit.check`: a check prints a success line (and returns it) when the answer
 is right, and raises :class:`labkit.check.LabCheckError` (an AssertionError) saying what to
 look at when it is not. Every reference is recomputed from the learner's own measurements
-(the :class:`labkit.models.GenerationTimings` or benchmark dict they pass in), so the checks
+(the :class:`labkit.inference.generation.GenerationTimings` or benchmark dict they pass in), so the checks
 hold on any machine; only the arithmetic is checked tightly.
 """
 
@@ -140,7 +140,7 @@ def check_batch_choice(batch, rows: Sequence[Mapping], max_latency_ms: float) ->
 
 def check_roofline(roofline_tok_s, result: Mapping) -> str:
     """Task 5: the roofline from the measured bandwidth and the bytes read per token
-    (``result`` is the dict of :func:`labkit.models.decode_benchmark`)."""
+    (``result`` is the dict of :func:`labkit.inference.decode_bench.decode_benchmark`)."""
     value = as_number("roofline_tok_s", roofline_tok_s)
     want = result["batch_size"] * result["bandwidth_GBps"] * 1e9 / result["weight_bytes"]
     if math.isclose(value, want / 1e9, rel_tol=0.02) or math.isclose(value, want * 1e9,

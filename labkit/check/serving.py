@@ -46,7 +46,7 @@ def check_tokens_per_s(value, usage, seconds: float) -> str:
 
 def check_speedup(value, unbatched, batched, runs: Mapping | None = None) -> str:
     """Task 2: throughput with batching on over off, at the same number of clients
-    (``unbatched``/``batched`` are :class:`labkit.serving.loadgen.LoadResult`). ``runs`` (optional,
+    (``unbatched``/``batched`` are ``labkit.serving.loadgen.LoadResult``). ``runs`` (optional,
     ``{"off": [...], "on": [...]}``, one result per client count) lets it recognise a ratio
     taken at another client count."""
     got = as_number("speedup", value)

@@ -160,7 +160,8 @@ class OnnxSession:
         provider: the execution provider that runs the graph (``"CPUExecutionProvider"``, or
             ``"CUDAExecutionProvider"`` with a GPU build of ONNX Runtime and a GPU).
         threads: intra-op threads ONNX Runtime may use.
-        input_names, output_names: the graph's inputs and outputs.
+        input_names: the graph's inputs.
+        output_names: the graph's outputs.
     """
 
     def __init__(self, path: str | Path, threads: int = 1, device: str | None = None) -> None:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """Shape of a :class:`Decoder`.
+    """Shape of a :class:`~labkit.inference.decoder.Decoder`.
 
     Attributes:
         vocab_size: number of token ids.
@@ -51,7 +51,7 @@ class DecoderConfig:
 
     @property
     def head_dim(self) -> int:
-        """Width of one attention head: ``d_model // n_heads``."""
+        """Width of one attention head, ``d_model // n_heads``."""
         return self.d_model // self.n_heads
 
     def to_dict(self) -> dict:

@@ -31,7 +31,7 @@ def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: boo
                      probe_repeats: int = 5, hf_model=None) -> dict:
     """Decode speed of ``model`` against this machine's memory-bandwidth roofline, one run.
 
-    Measures the bandwidth with :func:`measure_gemv_bandwidth` (unless given) before and
+    Measures the bandwidth with :func:`~labkit.machine.probes.gemv_read_GBps` (unless given) before and
     after the decoding, and keeps the better probe: the stricter reference. Between them it
     decodes ``new_tokens`` greedy tokens after a ``prompt_tokens``-token prompt for each of
     ``batch_size`` sequences, ``repeats`` times after one warm-up call, end-of-sequence
@@ -57,7 +57,7 @@ def decode_benchmark(model: LanguageModel, *, batch_size: int = 1, kv_cache: boo
     smaller than it: then part of them may be served from the cache and the "% of roofline"
     can exceed 100.
 
-    ``hf_model`` (a Transformers model of the same weights, e.g. :func:`load_smollm2_hf`)
+    ``hf_model`` (a Transformers model of the same weights, e.g. :func:`~labkit.inference.smollm2.load_smollm2_hf`)
     adds ``result["hf"]``: ``generate()`` timed as in :func:`time_hf_generate`, one call
     right after each of the loop's repetitions (same prompt, tokens, repetitions, threads and
     statistic, and the same moments of machine load). Batch 1 with the KV cache only.

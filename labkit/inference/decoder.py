@@ -25,7 +25,7 @@ a prompt (prefill) is the same call with ``T`` tokens. Without a cache the whole
 recomputed, which is what "KV cache off" means in the course's measurements.
 
 For **continuous batching** (a server that lets requests join and leave the running batch at
-every step, see :mod:`labkit.serving.batching`) the batch is a set of *slots*, each holding one sequence
+every step, see ``labkit.serving.batching``) the batch is a set of *slots*, each holding one sequence
 at its own position: :class:`~labkit.inference.kv_cache.SlotCache` holds their keys and values,
 :meth:`Decoder.prefill_slot` puts a new prompt into a free slot, and
 :meth:`Decoder.decode_slots` runs one decode step for any set of slots at once.
@@ -64,9 +64,9 @@ class Block(nn.Module):
                 is_causal: bool) -> torch.Tensor:
         B, T, D = x.shape
         nh, nkv, hd = self.n_heads, self.n_kv, self.hd
-        h = _rms_norm(x, self.attn_norm, self.eps)
+        h = rms_norm(x, self.attn_norm, self.eps)
         qkv = _linear(h, self.wqkv).view(B, T, nh + 2 * nkv, hd).transpose(1, 2)
-        qk = _rope(qkv[:, : nh + nkv], cos, sin)                  # [B, nh+nkv, T, hd]
+        qk = apply_rope(qkv[:, : nh + nkv], cos, sin)                  # [B, nh+nkv, T, hd]
         q, k, v = qk[:, :nh], qk[:, nh:], qkv[:, nh + nkv:]
         if cache is not None:
             end = pos + T
@@ -78,7 +78,7 @@ class Block(nn.Module):
                                            enable_gqa=nkv != nh)
         a = a.transpose(1, 2).reshape(B, T, D)
         x = x + _linear(a, self.wo)
-        h = _rms_norm(x, self.mlp_norm, self.eps)
+        h = rms_norm(x, self.mlp_norm, self.eps)
         gu = _linear(h, self.w_gate_up)
         g = F.silu(gu[..., : self.d_ff])
         g = g.mul_(gu[..., self.d_ff:])
@@ -89,7 +89,7 @@ class Decoder(nn.Module):
     """The decoder-only transformer; see the module docstring.
 
     ``forward(tokens, cache=None)`` returns logits ``[B, T, vocab]`` (or ``[B, 1, vocab]`` for
-    the last position only with ``last_only=True``). With a :class:`KVCache` it appends the
+    the last position only with ``last_only=True``). With a :class:`~labkit.inference.kv_cache.KVCache` it appends the
     ``T`` new positions to the cache and attends over everything cached so far.
     """
 
@@ -124,7 +124,7 @@ class Decoder(nn.Module):
         return per_layer * len(self.layers) + self.lm_head.in_features * self.lm_head.out_features
 
     def new_cache(self, batch_size: int, capacity: int) -> KVCache:
-        """A zeroed :class:`KVCache` for ``batch_size`` sequences of up to ``capacity`` tokens,
+        """A zeroed :class:`~labkit.inference.kv_cache.KVCache` for ``batch_size`` sequences of up to ``capacity`` tokens,
         in this model's dtype and device."""
         p = self.embed.weight
         cache = KVCache(self.config, batch_size, capacity, p.dtype, p.device)
@@ -132,8 +132,8 @@ class Decoder(nn.Module):
         return cache
 
     def new_slot_cache(self, max_slots: int, capacity: int) -> SlotCache:
-        """An empty :class:`SlotCache` of ``max_slots`` sequences of up to ``capacity`` tokens
-        each (it can :meth:`~SlotCache.grow`), in this model's dtype and device."""
+        """An empty :class:`~labkit.inference.kv_cache.SlotCache` of ``max_slots`` sequences of up to ``capacity`` tokens
+        each (it can :meth:`~labkit.inference.kv_cache.SlotCache.grow`), in this model's dtype and device."""
         p = self.embed.weight
         cache = SlotCache(self.config, max_slots, capacity, p.dtype, p.device)
         cache.plan = self.decode_plan()
@@ -146,7 +146,7 @@ class Decoder(nn.Module):
 
         Args:
             tokens: token ids, ``[B, T]``.
-            cache: a :class:`KVCache` to append to (decode), or None to process ``tokens`` as a
+            cache: a :class:`~labkit.inference.kv_cache.KVCache` to append to (decode), or None to process ``tokens`` as a
                 whole sequence from position 0 (training, or decoding without a cache).
             valid: without a cache, ``[B, T]`` bool marking real (not padding) tokens; with a
                 cache, padding is taken from ``cache.valid``.
@@ -171,7 +171,7 @@ class Decoder(nn.Module):
             x = layer(x, cos, sin, i, cache, pos, attn_mask, is_causal)
         if last_only:
             x = x[:, -1:]
-        x = _rms_norm(x, self.norm, self.config.norm_eps)
+        x = rms_norm(x, self.norm, self.config.norm_eps)
         if cache is not None:
             cache.length = end
         return _linear(x, self.lm_head)
@@ -307,10 +307,10 @@ class Decoder(nn.Module):
         heads = (c.n_heads, c.n_kv_heads, c.head_dim)
         for (attn_norm, wqkv, wo, mlp_norm, w_gate_up, w_down), kc, vc in zip(
                 plan, keys, values, strict=True):
-            x = _attention_residual(x, attn_norm, wqkv, wo, kc, vc, write, read, mask, cos, sin,
+            x = attention_residual(x, attn_norm, wqkv, wo, kc, vc, write, read, mask, cos, sin,
                                     heads, c.norm_eps)
-            x = _mlp_residual(x, mlp_norm, w_gate_up, w_down, c.d_ff, c.norm_eps)
-        x = _rms_norm(x, self.norm, c.norm_eps)
+            x = mlp_residual(x, mlp_norm, w_gate_up, w_down, c.d_ff, c.norm_eps)
+        x = rms_norm(x, self.norm, c.norm_eps)
         return _linear(x, self.lm_head)
 
     def decode_plan(self) -> list[tuple[torch.Tensor, ...]]:
@@ -406,29 +406,45 @@ def _addmm(residual: torch.Tensor, x: torch.Tensor, w) -> torch.Tensor:
     return torch.addmm(residual, x, w) if isinstance(w, torch.Tensor) else residual + w(x)
 
 
-def _attention_residual(x: torch.Tensor, attn_norm: torch.Tensor, wqkv, wo, kc: torch.Tensor,
+def attention_residual(x: torch.Tensor, attn_norm: torch.Tensor, wqkv, wo, kc: torch.Tensor,
                         vc: torch.Tensor, write, read, mask: torch.Tensor | None,
                         cos: torch.Tensor, sin: torch.Tensor, heads: tuple[int, int, int],
                         eps: float) -> torch.Tensor:
     """``x + attention(rms_norm(x))`` for one decode step of one layer (``x`` is ``[B, d]``):
     project to Q, K, V, rotate Q and K, ``write`` K and V into the cache, attend over what
-    ``read`` returns, project back and add the residual."""
+    ``read`` returns, project back and add the residual.
+
+    Args:
+        x: the residual stream of the new token of each row, ``[B, d]``.
+        attn_norm: the layer's RMSNorm weight; ``wqkv``, ``wo``: its projections as
+            :meth:`Decoder.decode_plan` gives them.
+        kc: the layer's key cache; ``vc`` its value cache.
+        write: ``write(kc, vc, k, v)`` stores the new keys and values (in place).
+        read: ``read(kc, vc)`` returns the keys and values to attend over.
+        mask: boolean attention mask (True = attend), or None.
+        cos: the RoPE cosines of the new positions; ``sin`` the sines.
+        heads: ``(n_heads, n_kv_heads, head_dim)``.
+        eps: the RMSNorm epsilon.
+
+    :meth:`Decoder.decode_step` and :meth:`Decoder.decode_slots` both call it; they differ only
+    in ``write`` and ``read``.
+    """
     B = x.shape[0]
     nh, nkv, hd = heads
-    h = _rms_norm(x, attn_norm, eps)
+    h = rms_norm(x, attn_norm, eps)
     qkv = _mm(h, wqkv).view(B, nh + 2 * nkv, 1, hd)
-    qk = _rope(qkv[:, : nh + nkv], cos, sin)
+    qk = apply_rope(qkv[:, : nh + nkv], cos, sin)
     write(kc, vc, qk[:, nh:], qkv[:, nh + nkv:])
     k, v = read(kc, vc)
     a = F.scaled_dot_product_attention(qk[:, :nh], k, v, attn_mask=mask, enable_gqa=nkv != nh)
     return _addmm(x, a.view(B, nh * hd), wo)
 
 
-def _mlp_residual(x: torch.Tensor, mlp_norm: torch.Tensor, w_gate_up, w_down, ff: int,
+def mlp_residual(x: torch.Tensor, mlp_norm: torch.Tensor, w_gate_up, w_down, ff: int,
                   eps: float) -> torch.Tensor:
     """The second half of a block in the decode paths: ``x + W_down(silu(gate) * up)`` of the
     RMSNorm of ``x`` (``[B, d]``), with the plan entries of the two MLP projections."""
-    h = _rms_norm(x, mlp_norm, eps)
+    h = rms_norm(x, mlp_norm, eps)
     gu = _mm(h, w_gate_up)
     return _addmm(x, F.silu(gu[:, :ff]).mul_(gu[:, ff:]), w_down)
 
@@ -444,7 +460,7 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float,
     return angles.cos().float(), angles.sin().float()
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` (``[B, H, T, hd]``) by position: ``x*cos + rotate_half(x)*sin``."""
     half = x.shape[-1] // 2
     out = x * cos
@@ -453,7 +469,7 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return out
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm as Llama computes it: in float32, then back to the input's dtype, then scaled."""
     if x.dtype == torch.float32:
         return F.rms_norm(x, (x.shape[-1],), weight, eps)

@@ -12,7 +12,7 @@ import torch
 
 @dataclass(frozen=True)
 class GenerationTimings:
-    """Wall-clock timings of one :meth:`LanguageModel.generate` call.
+    """Wall-clock timings of one :meth:`LanguageModel.generate() <labkit.inference.language_model.LanguageModel.generate>` call.
 
     Attributes:
         batch_size: prompts decoded together.
@@ -38,19 +38,19 @@ class GenerationTimings:
 
     @property
     def tpot_s(self) -> float:
-        """Time per output token after the first: mean decode-step time, in seconds
+        """Time per output token after the first (the mean decode-step time), in seconds
         (``nan`` when only one token was generated)."""
         return statistics.fmean(self.step_s) if self.step_s else math.nan
 
     @property
     def decode_tok_s(self) -> float:
-        """Decode throughput: tokens produced by the decode steps per second, all prompts of
+        """Decode throughput, tokens produced by the decode steps per second, all prompts of
         the batch together: ``batch_size * len(step_s) / sum(step_s)``."""
         return self.batch_size * len(self.step_s) / sum(self.step_s) if self.step_s else math.nan
 
     @property
     def tokens_per_s(self) -> float:
-        """End-to-end throughput: all new tokens of the batch / total time (prefill included)."""
+        """End-to-end throughput, all new tokens of the batch / total time (prefill included)."""
         return self.batch_size * self.new_tokens / self.total_s
 
     @property
@@ -60,7 +60,7 @@ class GenerationTimings:
 
     @property
     def positions(self) -> tuple[int, ...]:
-        """The sequence position of each decode step in :attr:`step_s` (for plots)."""
+        """The sequence position of each decode step in ``step_s`` (for plots)."""
         return tuple(range(self.prompt_tokens, self.prompt_tokens + len(self.step_s)))
 
     def as_dict(self) -> dict:
@@ -81,7 +81,7 @@ class GenerationTimings:
 
 @dataclass(frozen=True)
 class Generation:
-    """What :meth:`LanguageModel.generate` returns.
+    """What :meth:`LanguageModel.generate() <labkit.inference.language_model.LanguageModel.generate>` returns.
 
     Attributes:
         prompts: the prompts, as given.

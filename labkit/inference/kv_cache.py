@@ -58,7 +58,7 @@ class KVCache:
 
     @property
     def mask(self) -> torch.Tensor | None:
-        """The attention mask of the padding: ``valid`` as ``[batch, 1, 1, capacity]`` (a view,
+        """The attention mask of the padding, ``valid`` as ``[batch, 1, 1, capacity]`` (a view,
         ready to broadcast over heads and queries), or None when every position is real."""
         return self._mask
 
@@ -91,8 +91,8 @@ class SlotCache:
     is one row: it holds one sequence (one request) from its prefill to its last token, and
     ``lengths[slot]`` counts its filled positions (0 when the slot is free). Unlike
     :class:`KVCache`, whose rows all advance together, each slot advances on its own, so a
-    request can join a running batch (:meth:`Decoder.prefill_slot`) or leave it
-    (:meth:`release`) between any two decode steps (:meth:`Decoder.decode_slots`). Which
+    request can join a running batch (:meth:`Decoder.prefill_slot() <labkit.inference.decoder.Decoder.prefill_slot>`) or leave it
+    (:meth:`release`) between any two decode steps (:meth:`Decoder.decode_slots() <labkit.inference.decoder.Decoder.decode_slots>`). Which
     slot belongs to which request is the caller's business (the server's scheduler).
     """
 
@@ -132,7 +132,7 @@ class SlotCache:
 
     def view(self, slot: int) -> KVCache:
         """Slot ``slot`` as a batch-1 :class:`KVCache` over the same memory (views, no copy),
-        at the slot's current length: what :meth:`Decoder.forward` needs to fill it."""
+        at the slot's current length: what :meth:`Decoder.forward() <labkit.inference.decoder.Decoder.forward>` needs to fill it."""
         self._check(slot)
         return KVCache.over([k[slot:slot + 1] for k in self.keys],
                             [v[slot:slot + 1] for v in self.values], self.lengths[slot])

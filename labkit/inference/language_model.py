@@ -53,7 +53,7 @@ class LanguageModel:
     Attributes:
         name: ``"smollm2"`` or ``"tiny-gpt"``.
         net: the network (an ``nn.Module`` in eval mode).
-        tokenizer: the :class:`Tokenizer`.
+        tokenizer: the :class:`~labkit.inference.tokenizer.Tokenizer`.
         dtype: precision of the weights, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         chat_template: ``None``, or the name of the chat format (``"chatml"``) that
             :meth:`chat_prompt` writes.
@@ -72,7 +72,7 @@ class LanguageModel:
     # -- sizes -------------------------------------------------------------------------------
     @property
     def config(self) -> DecoderConfig:
-        """The network's :class:`~labkit.inference.decoder.DecoderConfig`."""
+        """The network's :class:`~labkit.inference.config.DecoderConfig`."""
         return self.net.config
 
     @property
@@ -93,7 +93,7 @@ class LanguageModel:
 
     @property
     def weight_bytes_per_token(self) -> float:
-        """Bytes of weights read per decode step: ``streamed_params`` x bytes per parameter
+        """Bytes of weights read per decode step, ``streamed_params`` x bytes per parameter
         (via :func:`labkit.planning.memory.weight_bytes`). At batch size 1 that is per token."""
         from labkit.planning.memory import weight_bytes
 
@@ -162,7 +162,7 @@ class LanguageModel:
             threads: PyTorch threads for this call (restored after); None keeps the current.
 
         Returns:
-            A :class:`Generation` with the texts, the ids and the :class:`GenerationTimings`.
+            A :class:`~labkit.inference.generation.Generation` with the texts, the ids and the :class:`~labkit.inference.generation.GenerationTimings`.
 
         Raises:
             ValueError: empty prompt, ``max_new_tokens`` < 1, prompt + new tokens longer than
@@ -197,7 +197,7 @@ class LanguageModel:
         """Generate from one prompt and yield the text piece by piece as tokens arrive.
 
         Takes the keyword arguments of :meth:`generate`. Iterate over the result; afterwards
-        its ``timings`` attribute holds the :class:`GenerationTimings`::
+        its ``timings`` attribute holds the :class:`~labkit.inference.generation.GenerationTimings`::
 
             s = model.stream(model.chat_prompt("What is a pod?"))
             for piece in s:
@@ -225,7 +225,7 @@ class LanguageModel:
                      top_k: int | None, seed: int | None, kv_cache: bool, stop_at_eos: bool,
                      threads: int | None):
         """The decode loop, as a generator: yields ``(step, [new id or None per row])`` and
-        returns the :class:`GenerationTimings`. ``None`` marks a row that already ended."""
+        returns the :class:`~labkit.inference.generation.GenerationTimings`. ``None`` marks a row that already ended."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
                 or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")

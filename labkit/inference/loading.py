@@ -10,8 +10,8 @@ MODEL_NAMES: tuple[str, ...] = ("smollm2", "tiny-gpt")
 
 
 def load_model(name: str = "smollm2", dtype: str = "fp32", **kwargs) -> LanguageModel:
-    """Load a course model by name: ``"smollm2"`` (:func:`load_smollm2`) or ``"tiny-gpt"``
-    (:func:`load_tiny_gpt`)."""
+    """Load a course model by name: ``"smollm2"`` (:func:`~labkit.inference.smollm2.load_smollm2`) or ``"tiny-gpt"``
+    (:func:`~labkit.inference.language_model.load_tiny_gpt`)."""
     if name == "smollm2":
         return load_smollm2(dtype, **kwargs)
     if name in ("tiny-gpt", "tiny_gpt", "tiny"):

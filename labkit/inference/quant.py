@@ -261,7 +261,7 @@ class Int4WeightOnlyLinear(nn.Module):
         return y.to(x.dtype).view(*lead, self.out_features)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """Unpack, dequantize, multiply: the readable version of :meth:`forward`."""
+        """Unpack, dequantize, multiply: the readable version of ``forward``."""
         w = dequantize_int4(self.qweight, self.scale, self.minimum, self.group_size,
                             self.in_features)
         return x.float() @ w.t()
@@ -317,7 +317,7 @@ class QuantizedLanguageModel(LanguageModel):
 
     @property
     def weight_bytes_per_token(self) -> float:
-        """Bytes of the stored formats of every projection and the head: what one decode
+        """Bytes of the stored formats of every projection and the head, what one decode
         step reads (plus the negligible norms and one embedding row)."""
         net = self.net
         mods = [getattr(layer, n) for layer in net.layers for n in PROJECTIONS]

@@ -33,7 +33,7 @@ def measure_precisions(model, precisions=PRECISIONS, *, new_tokens: int = 24, re
                        threads: int = 1) -> list[dict]:
     """Quantize ``model`` (fp32) to each precision in turn and measure it, in one run.
 
-    Per precision: ``bytes`` (stored format of the projections and head, :func:`model_bytes`
+    Per precision: ``bytes`` (stored format of the projections and head, :func:`~labkit.inference.quant_quality.model_bytes`
     ``linear``), ``total_bytes``, ``decode_tok_s`` and ``pct_roofline`` (via
     :func:`labkit.inference.decode_bench.decode_benchmark`, ``threads`` threads, best of ``repeats``, against
     one GEMV bandwidth probe measured here), ``perplexity`` and ``top1_agreement`` with fp32 on

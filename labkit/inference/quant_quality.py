@@ -81,7 +81,7 @@ def quality(model, reference_logits: torch.Tensor | None = None, *, text: str | 
 
 
 class _Recorder(nn.Module):
-    """Wraps a projection and records, per input channel, the largest |activation| seen."""
+    """Wraps a projection and records, per input channel, the largest ``|activation|`` seen."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -98,7 +98,7 @@ class _Recorder(nn.Module):
 @torch.inference_mode()
 def activation_outliers(model, text: str | None = None, max_tokens: int = 128) -> list[dict]:
     """Where the activation outliers are: for every projection of every block, the largest
-    |activation| at its input over the held-out text, and ``ratio`` = that / the median of
+    ``|activation|`` at its input over the held-out text, and ``ratio`` = that / the median of
     the per-channel maxima (how far one channel stretches a per-token int8 scale).
 
     Returns one dict per projection: ``layer``, ``name``, ``absmax``, ``ratio``, ``channel``

@@ -58,7 +58,7 @@ def smollm2_gguf_path() -> Path:
 
 
 def smollm2_dir() -> Path:
-    """Folder of the dequantized SmolLM2 copy (inside :func:`cache_dir`); it is a normal
+    """Folder of the dequantized SmolLM2 copy (inside :func:`~labkit.inference.language_model.cache_dir`); it is a normal
     Hugging Face model folder (``config.json``, ``model.safetensors``, tokenizer files)."""
     return cache_dir() / SMOLLM2_DIRNAME
 
@@ -198,7 +198,7 @@ def load_smollm2(dtype: str = "fp32", device: str | torch.device | None = None, 
 def load_smollm2_hf(dtype: str = "fp32"):
     """SmolLM2 as a Hugging Face ``LlamaForCausalLM`` (from the same cached copy), for
     comparisons: its logits (the tests check that :func:`load_smollm2` matches them) and its
-    ``generate()`` speed (:func:`time_hf_generate`). Imports Transformers (a few seconds)."""
+    ``generate()`` speed (:func:`~labkit.inference.decode_bench.time_hf_generate`). Imports Transformers (a few seconds)."""
     dt = torch_dtype(dtype)
     folder = prepare_smollm2()
     offline_hf()

@@ -15,5 +15,5 @@ module               holds
 ``doctor``           ``python -m labkit doctor``: is this machine ready for the course?
 ===================  ==========================================================================
 
-This package is the bottom layer: it imports nothing else of :mod:`labkit`.
+This package is the bottom layer: it imports nothing else of ``labkit``.
 """

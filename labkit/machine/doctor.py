@@ -76,7 +76,7 @@ def check_memory() -> Check:
 
 
 def check_disk(path: str | os.PathLike | None = None) -> Check:
-    """Free disk space where the labs write scratch files (:func:`scratch_root`, or ``path``).
+    """Free disk space where the labs write scratch files (:func:`~labkit.machine.scratch.scratch_root`, or ``path``).
 
     The folder need not exist yet (the labs create it): the disk is read at its nearest
     existing parent, as :func:`labkit.machine.scratch.check_free_space` does.

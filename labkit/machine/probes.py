@@ -25,7 +25,7 @@ LLC_MULTIPLE = 4
 def probe_size_mib(minimum_mib: int, arrays: int = 1, multiple: int = LLC_MULTIPLE) -> int:
     """MiB per array for a memory-bandwidth probe over ``arrays`` arrays: at least
     ``minimum_mib``, and large enough that all arrays together are ``multiple`` x the
-    last-level cache (:func:`last_level_cache_bytes`). Machines that report no cache size get
+    last-level cache (:func:`~labkit.machine.facts.last_level_cache_bytes`). Machines that report no cache size get
     ``minimum_mib``."""
     llc = last_level_cache_bytes()
     need = 0 if llc is None else -(-multiple * llc // (arrays * 2**20))
@@ -44,7 +44,7 @@ def stream_copy_GBps(size_mib: int | None = None, repeats: int = 5,
     the OS reports (at least 256 MiB each; :func:`probe_size_mib`), so the copy cannot run
     from the cache: a current server may report 0.5 GB of L3 or more. ``threads`` sets
     PyTorch's threads for the copy (restored after): one core rarely draws all of a
-    machine's bandwidth, so compare 1 with :func:`usable_cores`.
+    machine's bandwidth, so compare 1 with :func:`~labkit.machine.facts.usable_cores`.
     """
     import torch
 

@@ -24,21 +24,19 @@ from typing import Any, Callable
 def percentile(values: Iterable[float], q: float) -> float:
     """The ``q``-th percentile (0..100) of ``values``, interpolated linearly between ranks.
 
-    Same definition as ``numpy.percentile``'s default; NaN for an empty sample.
+    NumPy's default definition (``numpy.percentile``); NaN for an empty sample. Takes any
+    iterable of numbers, NumPy arrays included (the queueing simulations pass 10**5 latencies).
 
     Example:
         >>> percentile([1, 2, 3, 4], 50)
         2.5
     """
-    xs = sorted(float(v) for v in values)
+    import numpy as np
+
     if not 0 <= q <= 100:
         raise ValueError(f"percentile: q must be between 0 and 100, got {q}")
-    if not xs:
-        return math.nan
-    pos = (len(xs) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    xs = np.asarray(values if hasattr(values, "__len__") else list(values), dtype=float).ravel()
+    return float(np.percentile(xs, q)) if xs.size else math.nan
 
 
 def _fmt(x: float) -> str:
@@ -104,7 +102,7 @@ class Samples:
         """The values, read as seconds (for timings)."""
         return self.values
 
-    #: The median, min and max read as seconds (for timings: ``timeit`` returns seconds).
+    #: The median, min and max again, read as seconds (``timeit`` returns seconds).
     median_s = median
     min_s = min
     max_s = max

@@ -1,6 +1,6 @@
 """Capacity planning: which instance serves model X at context Y and batch Z, how many, what cost.
 
-Built on :mod:`labkit.memory` (bytes of weights and KV cache) and :mod:`labkit.catalog` (cited
+Built on :mod:`labkit.planning.memory` (bytes of weights and KV cache) and :mod:`labkit.planning.catalog` (cited
 accelerator and instance facts). Four steps, each a function a notebook can show on its own:
 
 1. :func:`memory_breakdown`: the accelerator memory one replica needs, split into weights,
@@ -31,10 +31,10 @@ from typing import Callable, Iterable
 
 from labkit.planning import catalog, memory
 
-#: Tensor-parallel degrees considered: attention heads split evenly over powers of two.
+#: Tensor-parallel degrees considered (attention heads split evenly over powers of two.
 TP_DEGREES = (1, 2, 4, 8, 16)
 
-#: Share of each device's memory a replica may fill: the course sizes with 0.9, the
+#: Share of each device's memory a replica may fill (the course sizes with 0.9, the
 #: ``--gpu-memory-utilization`` its vLLM manifests set explicitly (vLLM's own default is 0.92 in
 #: current releases and was 0.9 before, per vllm/config/cache.py; checked 2026-12-05): one vLLM
 #: instance keeps its weights, activations and KV cache within that share of the device's memory,
@@ -47,11 +47,12 @@ MEMORY_UTILIZATION = 0.9
 class Model:
     """A decoder-only transformer as its ``config.json`` describes it (Llama-style blocks).
 
+    ``vocab_size``, ``d_model``, ``n_layers``, ``n_heads``, ``n_kv_heads`` and ``ffn_dim`` are
+    the config's ``vocab_size``, ``hidden_size``, ``num_hidden_layers``,
+    ``num_attention_heads``, ``num_key_value_heads`` and ``intermediate_size``.
+
     Attributes:
         name: display name.
-        vocab_size, d_model, n_layers, n_heads, n_kv_heads, ffn_dim: the config's
-            ``vocab_size``, ``hidden_size``, ``num_hidden_layers``, ``num_attention_heads``,
-            ``num_key_value_heads`` and ``intermediate_size``.
         tied_embeddings: whether the output head reuses the token embedding.
         source: where the config was published.
     """
@@ -68,12 +69,12 @@ class Model:
 
     @property
     def head_dim(self) -> int:
-        """Size of one attention head: ``d_model / n_heads``."""
+        """Size of one attention head, ``d_model / n_heads``."""
         return self.d_model // self.n_heads
 
     @property
     def n_params(self) -> int:
-        """Parameters, derived from the config (Llama block: attention, gated MLP, 2 norms).
+        """Parameters, derived from the config (a Llama block has attention, a gated MLP, 2 norms).
 
         Per layer: Q and output projections ``2 d^2``, K and V ``2 d (n_kv_heads x head_dim)``,
         gated MLP ``3 d f``, two RMSNorm weights ``2 d``. Outside the layers: embedding ``V d``,
@@ -86,7 +87,7 @@ class Model:
 
     @property
     def streamed_params(self) -> int:
-        """Parameters read from memory at every decode step: all but the input embedding table.
+        """Parameters read from memory at every decode step, all but the input embedding table.
 
         A decode step looks up one row of the input embedding per sequence, so that table is not
         streamed; the output head multiplies the whole ``V x d`` matrix and is. A tied embedding
@@ -128,7 +129,7 @@ def model(name: str | Model) -> Model:
     key = str(name).lower().replace(" ", "-").replace("_", "-")
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(MODELS)} "
-                         "or build a labkit.capacity.Model from the model's config.json")
+                         "or build a labkit.planning.capacity.Model from the model's config.json")
     return MODELS[key]
 
 
@@ -165,7 +166,7 @@ def memory_breakdown(model_: str | Model, *, context: int, batch: int = 1,
                      step_tokens: int | None = None, overhead: float = 0.10) -> MemoryBreakdown:
     """Memory one replica needs to serve ``batch`` sequences of ``context`` tokens each.
 
-    - **weights**: parameters x bytes per parameter of ``dtype`` (:func:`memory.weight_bytes`).
+    - **weights**: parameters x bytes per parameter of ``dtype`` (:func:`~labkit.planning.memory.weight_bytes`).
     - **KV cache**: 2 x layers x KV heads x head size x ``context`` x ``batch`` x bytes of
       ``kv_dtype`` (default: ``dtype``), reserved for the full context as servers do.
     - **activations**: the working set of one layer during the largest forward step
@@ -233,7 +234,7 @@ class Option:
     device_memory_GB: float
     host_memory_ok: bool
     device_budget_GB: float = 0.0
-    runs_dtype: bool = True         #: False: the accelerator has no native support for the dtype
+    runs_dtype: bool = True         #: False where the accelerator has no native support for the dtype
 
     @property
     def fits(self) -> bool:
@@ -270,7 +271,7 @@ def options(model_: str | Model, *, context: int, batch: int = 1, dtype: str = "
     memory (default 0.9, the ``--gpu-memory-utilization`` the course's manifests set), not all of it.
 
     An accelerator that does not run ``dtype`` natively (bf16 on a T4 or V100:
-    :func:`labkit.catalog.runs_natively`) does not fit, with ``runs_dtype`` False.
+    :func:`labkit.planning.catalog.runs_natively`) does not fit, with ``runs_dtype`` False.
 
     ``host_memory_ok`` says whether the node's RAM is at least one replica's weights. A server
     that streams safetensors tensor by tensor does not need that (chapter 01 measures it); a

@@ -2,7 +2,7 @@
 
 :func:`recommend` turns a few facts about a workload (parameters, precision, context, batch,
 training or inference, and its pattern) into the choices the course taught, each with the
-reason behind it: accelerator and instance type (from :mod:`labkit.capacity` and the cited
+reason behind it: accelerator and instance type (from :mod:`labkit.planning.capacity` and the cited
 catalog), devices per replica, storage for the weights, inference library and server, the
 autoscaling signal, and for training the parallelism. It replaces the draft's size-band matrix,
 which put 1-10B models on V100s and 10-100B models on "A100" regardless of precision or
@@ -23,7 +23,7 @@ from labkit.planning import capacity, catalog, memory
 PATTERNS = ("real-time", "batch", "streaming", "interactive")
 WORKLOADS = ("inference", "training")
 
-#: Weight sizes (GB) that change the storage advice: below the first, copying from S3 at start
+#: Weight sizes (GB) that change the storage advice. Below the first, copying from S3 at start
 #: is quick; above the second, a parallel file system or streaming loader is worth it.
 SMALL_WEIGHTS_GB, LARGE_WEIGHTS_GB = 10.0, 100.0
 
@@ -92,7 +92,7 @@ NO_BF16 = catalog.NO_BF16
 
 
 def supports(accelerator: str, dtype: str) -> bool:
-    """Whether ``accelerator`` runs ``dtype`` natively: :func:`labkit.catalog.runs_natively`."""
+    """Whether ``accelerator`` runs ``dtype`` natively: :func:`labkit.planning.catalog.runs_natively`."""
     return catalog.runs_natively(accelerator, dtype)
 
 
@@ -209,8 +209,8 @@ def recommend(n_params: float | None = None, *, model: str | capacity.Model | No
     """The course's recommendation for serving or training a model on EKS.
 
     Args:
-        n_params: parameter count; or give ``model`` (a key of :data:`capacity.MODELS` or a
-            :class:`capacity.Model`) to include its KV cache at ``context`` x ``batch``.
+        n_params: parameter count; or give ``model`` (a key of :data:`~labkit.planning.capacity.MODELS` or a
+            :class:`~labkit.planning.capacity.Model`) to include its KV cache at ``context`` x ``batch``.
         workload: ``"inference"`` or ``"training"`` (mixed-precision AdamW, 16 bytes per
             parameter plus a 20 % margin for activations).
         pattern: ``"real-time"``, ``"batch"``, ``"streaming"`` or ``"interactive"``.

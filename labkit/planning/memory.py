@@ -19,7 +19,7 @@ from typing import NamedTuple
 from labkit.machine.dtypes import (BYTES_PER_PARAM, bytes_per_param,  # noqa: F401 (re-exported)
                                    normalize_dtype, tensor_bytes)
 
-#: Bytes per parameter of each training recipe: (weights, gradients, optimizer states).
+#: Bytes per parameter of each training recipe, as (weights, gradients, optimizer states).
 #: Activations are not included: they depend on batch size and sequence length.
 TRAINING_RECIPES: dict[str, tuple[float, float, float]] = {
     # fp32 weights and gradients; AdamW keeps two fp32 moments (m, v).
@@ -52,7 +52,7 @@ def weight_bytes(n_params: float, dtype: str) -> float:
     g = 64, 3.1 % at g = 128 (about 7.8 % and 3.9 % with a 4-bit zero-point as well). GGUF
     Q4_1 (groups of 32 with an fp16 scale and an fp16 minimum: 20 bytes per 32 weights) is
     5 bits per weight, 25 % over 4; the course's own int4 format
-    (:class:`labkit.quant.Int4WeightOnlyLinear`, an fp32 scale and an fp32 minimum per group)
+    (:class:`labkit.inference.quant.Int4WeightOnlyLinear`, an fp32 scale and an fp32 minimum per group)
     adds 25 % at g = 64 and 12.5 % at g = 128. int8 with one fp32 scale per output row adds
     4 / (input width) bytes per weight, under 1 % for rows of 512 or more. Measure a quantized
     checkpoint's size on disk when the margin matters.

@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from labkit.machine.timing import percentile
+
 #: Kubernetes HPA defaults (kube-controller-manager flags and HPA behavior), from
 #: https://kubernetes.io/docs/concepts/workloads/autoscaling/horizontal-pod-autoscale/
 #: (retrieved 2026-11-28, checked 2026-12-05): sync period 15 s, tolerance 0.1, scale-down
@@ -77,7 +79,7 @@ class QueueResult:
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile of latency (wait + service), in seconds."""
-        return float(np.percentile(self.latencies_s, q))
+        return percentile(self.latencies_s, q)
 
     @property
     def p50(self) -> float:
@@ -222,7 +224,7 @@ class AutoscaleResult:
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile of latency (s)."""
-        return float(np.percentile(self.latencies_s, q))
+        return percentile(self.latencies_s, q)
 
     def violations_per_tick(self, slo_s: float) -> np.ndarray:
         """Requests slower than ``slo_s`` that arrived in each control interval."""

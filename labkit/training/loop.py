@@ -58,7 +58,7 @@ class TrainRun:
     """A small training job: model, optimizer, the batch sampler's random state, progress.
 
     Attributes:
-        net: the :class:`~labkit.decoder.Decoder` being trained.
+        net: the :class:`~labkit.inference.decoder.Decoder` being trained.
         optimizer: its AdamW optimizer.
         generator: the random generator that picks the batches (part of the checkpoint, so a
             resumed run sees the same batches as an uninterrupted one).
