@@ -4,8 +4,9 @@
 module                         what it holds
 =============================  ================================================================
 :mod:`~.processes`             finding, marking and ending the processes of local Ray sessions
-:mod:`~.session`               :class:`RaySession`: Ray started the course's way, always shut
-                               down (locally, or on the cluster in ``RAY_ADDRESS``)
+:mod:`~.session`               :class:`~labkit.distributed.session.RaySession`: Ray started
+                               the course's way, always shut down (locally, or on the cluster
+                               in ``RAY_ADDRESS``)
 :mod:`~.ray_work`              what tasks, actors and ``ray.put`` cost; batch inference over
                                shards with Ray actors; actor restarts and task retries
 :mod:`~.ranks`                 torch.distributed: ``run_ranks`` (gloo on 127.0.0.1),

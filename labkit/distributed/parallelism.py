@@ -57,8 +57,8 @@ def sharded_training_bytes(n_params: float, *, dp: int = 1, tp: int = 1, pp: int
       copies' state across the ``dp`` replicas (Rajbhandari et al., 2020): stage 1 the
       optimizer states, stage 2 also the gradients, stage 3 (= PyTorch FSDP) also the weights.
 
-    Built on :func:`labkit.memory.training_breakdown` (``recipe``); activations, buffers and
-    the temporary full layers that ZeRO-3 gathers are not counted. Returns ``weights``,
+    Built on :func:`labkit.planning.memory.training_breakdown` (``recipe``); activations,
+    buffers and the temporary full layers that ZeRO-3 gathers are not counted. Returns ``weights``,
     ``gradients``, ``optimizer_states`` and ``total`` in bytes.
 
     Example (7B, mixed precision, ZeRO-3 over 8 GPUs: 112 GB / 8):
@@ -85,7 +85,7 @@ def parallelism_plan(n_params: float, instance: str, nodes: int, *,
                      recipe: str = "mixed-adamw", headroom: float = 0.2) -> list[dict]:
     """Training state per GPU for the common ways of using ``nodes`` × ``instance``.
 
-    GPU count and memory are **cited** from :mod:`labkit.catalog`; bytes are **derived** by
+    GPU count and memory are **cited** from :mod:`labkit.planning.catalog`; bytes are **derived** by
     :func:`sharded_training_bytes`. A layout ``fits`` when the state leaves ``headroom``
     (default 20 %) of the GPU free for activations and buffers. Rows (their ``kind``): data
     parallel (``ddp``), ZeRO-1, -2, -3/FSDP over every GPU (``zero1``, ``zero2``,
@@ -115,6 +115,7 @@ def parallelism_plan(n_params: float, instance: str, nodes: int, *,
     return rows
 
 
+#: The ``kind`` of each row of :func:`parallelism_plan`.
 LAYOUTS = ("ddp", "zero1", "zero2", "zero3", "tp-dp", "tp-pp")
 
 

@@ -21,14 +21,15 @@ from pathlib import Path
 from labkit.machine.scratch import scratch_root
 
 
-#: Environment variable carried by every process of a local session (value: the session id);
+#: Environment variable carried by every process of a local session, set to the session id;
 #: it is how the process table is searched for leftovers.
 SESSION_ENV = "LABKIT_RAY_SESSION"
-#: Environment variable carried by every process of a local session: ``<pid>:<start time>`` of
-#: the process that started the session (its owner), so leftovers of a dead owner can be found.
+#: Environment variable carried by every process of a local session, set to
+#: ``<pid>:<start time>`` of the process that started the session (its owner), so leftovers of
+#: a dead owner can be found.
 OWNER_ENV = "LABKIT_RAY_OWNER"
-#: File written into every folder a session creates (its Ray temp folder, the retry markers):
-#: the owner's pid and start time, and the session id.
+#: File written into every folder a session creates (its Ray temp folder, the retry markers),
+#: holding the owner's pid and start time, and the session id.
 OWNER_FILE = "labkit-owner.json"
 #: Names of Ray's native executables (Python processes of Ray run a script inside Ray's package,
 #: worker processes rename themselves ``ray::<what they run>``).
@@ -111,7 +112,7 @@ def _session_of(proc) -> str | None:
 
 
 def ray_descendants(session_id: str | None = None) -> list:
-    """Child processes (recursive) of this process that are Ray's (:func:`_is_ray_process`);
+    """Child processes (recursive) of this process that are Ray's (``_is_ray_process``);
     with ``session_id``, only those not marked as another session's."""
     psutil = _psutil()
     ray_dir = _ray_package_dir()
@@ -198,7 +199,7 @@ def cleanup_dead_sessions(grace_s: float = 5.0) -> dict:
       environment that ``/proc`` shows.
 
     Sessions of live owners (another notebook, a test running beside this one) are left
-    alone. :class:`RaySession` calls this before it starts Ray. Returns
+    alone. :class:`~labkit.distributed.session.RaySession` calls this before it starts Ray. Returns
     ``{"pids": [...], "folders": [...]}`` of what was ended and removed.
     """
     psutil = _psutil()

@@ -219,7 +219,7 @@ class InferenceRun:
 
     @property
     def tokens_per_s(self) -> float:
-        """Throughput of the whole pass: tokens / wall time."""
+        """Throughput of the whole pass, tokens / wall time."""
         return self.tokens / self.wall_s
 
     @property
@@ -229,7 +229,7 @@ class InferenceRun:
 
     @property
     def cpu_share(self) -> float:
-        """CPU time the workers got ÷ (wall time × workers): 1.0 means every worker had a
+        """CPU time the workers got ÷ (wall time × workers). 1.0 means every worker had a
         core of its own all the time; less means they waited (for each other, for Ray's own
         processes, for anything else running on the machine)."""
         return sum(r["cpu_s"] for r in self.results) / (self.wall_s * max(self.workers, 1))

@@ -35,7 +35,7 @@ from labkit.machine.scratch import scratch_dir, scratch_root
 
 #: CPUs of the local Ray cluster on the course machine (2 cores); see :func:`default_num_cpus`.
 RAY_NUM_CPUS = 2
-#: Most CPUs a local session takes by default: 4 workers of the lab stay under 2 GiB of memory.
+#: Most CPUs a local session takes by default (4 workers of the lab stay under 2 GiB of memory).
 RAY_MAX_CPUS = 4
 #: Cap of the local object store (Ray's default is 30 % of RAM, 7 GB here).
 RAY_OBJECT_STORE_BYTES = 256 * 2**20
@@ -318,7 +318,8 @@ class RaySession:
                 "session_id": self.id}
 
     def processes(self) -> list[dict]:
-        """The session's processes now (see :func:`ray_processes`)."""
+        """The session's processes now (see
+        :func:`~labkit.distributed.processes.ray_processes`)."""
         return ray_processes(self.id) if self.mode == "local" else []
 
     # -- internals ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ datasets) and operations per second for small ones (many small files, random sam
 =============================  ================================================================
 module                         what it holds
 =============================  ================================================================
-:mod:`~.measures`              units (``KiB``, ``MiB``, ``GiB``) and :class:`Throughput`
+:mod:`~.measures`              units (``KiB``, ``MiB``, ``GiB``) and
+                               :class:`~labkit.storage.measures.Throughput`
 :mod:`~.pagecache`             aligned buffers, ``O_DIRECT`` support, dropping a file's pages,
                                ``fsync``/``syncfs``
 :mod:`~.disk`                  sequential writes and reads of one file, cold or warm

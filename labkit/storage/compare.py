@@ -100,7 +100,8 @@ def sweep_block_sizes(path: str | os.PathLike, block_sizes: Sequence[int] = BLOC
 def fio_seq_read(path: str | os.PathLike, block_size: int = 1 * MiB, *, cache: str = "cold",
                  method: str = "auto", size: int | None = None, workdir=None
                  ) -> fio.FioJobResult | None:
-    """fio's sequential read of ``path`` with the same pattern as :func:`read_file`.
+    """fio's sequential read of ``path`` with the same pattern as
+    :func:`~labkit.storage.disk.read_file`.
 
     Returns ``None`` without fio (:func:`~labkit.storage.fio.fio_message` says how to install
     it). For a warm
@@ -124,7 +125,8 @@ def fio_seq_read(path: str | os.PathLike, block_size: int = 1 * MiB, *, cache: s
 def fio_rand_read(path: str | os.PathLike, *, ops: int = 4000, block_size: int = 4 * KiB,
                   threads: int = 1, method: str = "auto", workdir=None
                   ) -> fio.FioJobResult | None:
-    """fio's random reads with the same pattern as :func:`random_reads`; ``None`` without fio."""
+    """fio's random reads with the same pattern as
+    :func:`~labkit.storage.randread.random_reads`; ``None`` without fio."""
     if fio.fio_path() is None:
         return None
     path = Path(path)
@@ -160,7 +162,8 @@ def _comparison(metric: str, unit: str, py: list[float], fi: list[float | None],
 def compare_seq_read(path: str | os.PathLike, block_size: int = 1 * MiB, *,
                      cache: str = "cold", method: str = "auto", repeats: int = 3
                      ) -> Comparison:
-    """Sequential read by Python (:func:`read_file`) against fio, same file, alternating.
+    """Sequential read by Python (:func:`~labkit.storage.disk.read_file`) against fio, same
+    file, alternating.
 
     The default is the course target: cold, 1 MiB blocks, O_DIRECT where allowed.
     """
@@ -177,7 +180,8 @@ def compare_seq_read(path: str | os.PathLike, block_size: int = 1 * MiB, *,
 
 def compare_rand_read(path: str | os.PathLike, *, ops: int = 4000, block_size: int = 4 * KiB,
                       threads: int = 1, method: str = "auto", repeats: int = 3) -> Comparison:
-    """Random reads by Python (:func:`random_reads`) against fio, in IOPS, alternating.
+    """Random reads by Python (:func:`~labkit.storage.randread.random_reads`) against fio, in
+    IOPS, alternating.
 
     ``details["python_latency_us"]`` and ``details["fio_latency_us"]`` hold the latency
     percentiles of the last repetition.

@@ -20,7 +20,7 @@ from labkit.storage.measures import GiB, KiB, MiB, Throughput
 from labkit.storage.pagecache import ALIGN, aligned_buffer, drop_file_cache, supports_direct_io
 
 
-#: Block sizes of the sweep: 4 KiB, 8 KiB, ... 16 MiB (13 sizes).
+#: Block sizes of the sweep, 4 KiB, 8 KiB, ... 16 MiB (13 sizes).
 BLOCK_SIZES: tuple[int, ...] = tuple(4 * KiB << i for i in range(13))
 #: Largest size any default of this module writes (the course's scratch budget is 2 GiB).
 MAX_DEFAULT_BYTES = 1 * GiB
@@ -45,7 +45,7 @@ def write_file(path: str | os.PathLike, size: int, block_size: int = 1 * MiB, *,
     The data is incompressible. ``direct=True`` writes with ``O_DIRECT`` (then ``size`` and
     ``block_size`` must be multiples of 4 KiB). Without ``fsync`` the figure is the speed of
     copying into the page cache, not of the disk. The caller checks free space
-    (:func:`scratch_dir` does).
+    (:func:`~labkit.machine.scratch.scratch_dir` does).
     """
     if size <= 0 or block_size <= 0:
         raise ValueError(f"size and block_size must be > 0, got {size} and {block_size}")
@@ -90,6 +90,8 @@ def make_file(path: str | os.PathLike, size: int) -> Path:
 
 
 def size_label(n: int) -> str:
+    """``n`` bytes as a short label (``"4 KiB"``, ``"1 MiB"``; ``"1000 B"`` when not a power of
+    two)."""
     for unit, div in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
         if n >= div and n % div == 0:
             return f"{n // div} {unit}"
@@ -97,6 +99,10 @@ def size_label(n: int) -> str:
 
 
 def resolve_method(path, cache: str, method: str) -> str:
+    """The read method for ``cache`` (``"cold"``/``"warm"``) and ``method``
+    (``"auto"``/``"direct"``/``"buffered"``): a warm read is buffered; ``"auto"`` is
+    ``"direct"`` where the filesystem allows ``O_DIRECT``. ValueError for bad names or a warm
+    direct read; RuntimeError for ``"direct"`` where ``O_DIRECT`` is not allowed."""
     if cache not in ("cold", "warm"):
         raise ValueError(f"cache must be 'cold' or 'warm', got {cache!r}")
     if method not in ("auto", "direct", "buffered"):
@@ -144,10 +150,11 @@ def read_file(path: str | os.PathLike, block_size: int = 1 * MiB, *, cache: str 
     """Read ``path`` sequentially in ``block_size`` reads into an aligned buffer; time it.
 
     ``cache="cold"`` reads from the disk: ``method="direct"`` opens with ``O_DIRECT``;
-    ``method="buffered"`` drops the file's pages first (:func:`drop_file_cache`) and goes
-    through the page cache with the kernel's readahead; ``"auto"`` takes O_DIRECT where the
-    filesystem allows. ``cache="warm"`` first makes sure the file is in the page cache, then
-    times a read from RAM. ``limit_bytes`` stops after that many bytes (default: whole file).
+    ``method="buffered"`` drops the file's pages first
+    (:func:`~labkit.storage.pagecache.drop_file_cache`) and goes through the page cache with
+    the kernel's readahead; ``"auto"`` takes O_DIRECT where the filesystem allows.
+    ``cache="warm"`` first makes sure the file is in the page cache, then times a read from
+    RAM. ``limit_bytes`` stops after that many bytes (default: whole file).
     """
     size = os.path.getsize(path)
     limit = size if limit_bytes is None else min(size, limit_bytes)

@@ -129,6 +129,7 @@ def cached_fraction(path: str | os.PathLike) -> float | None:
 
 
 def fsync_path(path: str | os.PathLike) -> None:
+    """Write ``path``'s dirty pages to the disk (``fsync``), so its data is durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

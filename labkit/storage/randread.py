@@ -60,10 +60,10 @@ def random_reads(path: str | os.PathLike, *, ops: int = 4000, block_size: int = 
     One read in flight per thread (``os.preadv`` at a random aligned offset), so
     ``threads=1`` is queue depth 1 and ``threads=N`` is up to N (``preadv`` releases the
     GIL). Offsets are drawn without repetition while the file has enough blocks, like fio's
-    random map. ``method`` as in :func:`read_file` (cold only): O_DIRECT, or the page cache
-    dropped first with readahead switched off (``POSIX_FADV_RANDOM``). Latency percentiles are
-    per read, in µs. ``seed=None`` draws fresh offsets (repetitions then do not re-read blocks
-    a host-side cache may still hold).
+    random map. ``method`` as in :func:`~labkit.storage.disk.read_file` (cold only): O_DIRECT,
+    or the page cache dropped first with readahead switched off (``POSIX_FADV_RANDOM``).
+    Latency percentiles are per read, in µs. ``seed=None`` draws fresh offsets (repetitions
+    then do not re-read blocks a host-side cache may still hold).
     """
     if ops < 1 or threads < 1 or block_size < 1:
         raise ValueError("ops, threads and block_size must be >= 1")
