@@ -22,6 +22,8 @@ module                         what it holds
 :mod:`~.patterns`              object storage (ranged GETs) and background checkpoint uploads,
                                simulated on loopback
 :mod:`~.cited`                 the cited AWS storage figures and ``fleet_load_seconds``
+:mod:`~.delivery`              model weights to a node: streamer-style parallel loads, mmap,
+                               cold against warm, and the terms of a cold start
 =============================  ================================================================
 
 Imports point down this package: ``measures`` and ``pagecache`` import nothing of labkit;

@@ -30,7 +30,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labkit import catalog, storage
+from labkit.machine.scratch import scratch_dir
+from labkit.machine.timing import Samples
+from labkit.planning import catalog
+from labkit.storage import cited, compare, disk, fio, pagecache
+from labkit.storage.measures import MiB
 
 __all__ = ["CITED", "SOURCES", "DTYPES", "weights_files", "read_header", "load_parallel",
            "load_safe_open", "drop_cached", "measure_delivery", "median_MBps", "image_pull_seconds",
@@ -89,12 +93,12 @@ def weights_files(folder: str | os.PathLike | None = None) -> list[Path]:
     ``folder`` overrides where to look. Raises FileNotFoundError saying how to prepare them.
     """
     if folder is None:
-        from labkit import models  # torch import only when needed
-        folder = models.smollm2_dir()
+        from labkit.inference import smollm2  # torch import only when needed
+        folder = smollm2.smollm2_dir()
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors file in {folder}: prepare SmolLM2 with "
-                                f"`python -c 'from labkit import models; models.prepare_smollm2()'` "
+                                f"`python -c 'from labkit.inference.smollm2 import prepare_smollm2; prepare_smollm2()'` "
                                 f"(or `make setup`), or set LABKIT_CACHE to where it is")
     return files
 
@@ -126,8 +130,8 @@ def load_parallel(path: str | os.PathLike, threads: int = 1, *, out=None) -> dic
     tensor is a zero-copy view of that buffer (``torch.frombuffer``).
 
     ``out``: a writable buffer to reuse (at least the size of the tensor data, e.g.
-    :func:`labkit.storage.aligned_buffer`), as a streamer reuses its CPU buffer; by default a
-    fresh one is allocated (its first touch costs a page fault per page). Returns
+    :func:`labkit.storage.pagecache.aligned_buffer`), as a streamer reuses its CPU buffer; by
+    default a fresh one is allocated (its first touch costs a page fault per page). Returns
     ``{name: tensor}``; the tensors keep the buffer alive. ValueError if threads < 1 or ``out``
     is too small.
     """
@@ -137,7 +141,7 @@ def load_parallel(path: str | os.PathLike, threads: int = 1, *, out=None) -> dic
         raise ValueError(f"threads must be >= 1, got {threads}")
     start, header = read_header(path)
     size = os.path.getsize(path) - start
-    buf = storage.aligned_buffer(max(size, 1)) if out is None else out
+    buf = pagecache.aligned_buffer(max(size, 1)) if out is None else out
     if len(buf) < size:
         raise ValueError(f"out holds {len(buf)} bytes; {path} needs {size}")
     step = math.ceil(size / threads / 4096) * 4096        # whole pages per thread
@@ -198,17 +202,17 @@ def drop_cached(path: str | os.PathLike) -> tuple[bool, float | None]:
     is unavailable (then ``dropped`` trusts ``posix_fadvise``).
     """
     try:
-        storage.drop_file_cache(path)
+        pagecache.drop_file_cache(path)
     except (RuntimeError, OSError):
-        return False, storage.cached_fraction(path)
-    frac = storage.cached_fraction(path)
+        return False, pagecache.cached_fraction(path)
+    frac = pagecache.cached_fraction(path)
     return (frac is None or frac <= 0.10), frac
 
 
 def _warm(path) -> None:
-    frac = storage.cached_fraction(path)
+    frac = pagecache.cached_fraction(path)
     if frac is None or frac < 0.99:            # not all in RAM yet: read it once
-        storage.read_file(path, 4 * storage.MiB, cache="warm")
+        disk.read_file(path, 4 * MiB, cache="warm")
 
 
 #: The references read at most this much of the file (enough to leave the caches, and quick).
@@ -231,7 +235,7 @@ def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2),
 
     Returns ``{"file_bytes", "rows", "cold_ok", "cached_after_drop", "ref_cold_MBps",
     "ref_cold_source", "ref_warm_MBps"}``; each row has ``method``, ``cache``, ``seconds``
-    (a :class:`labkit.storage.Stats`), ``MBps`` (median) and ``of_reference``. When the page
+    (a :class:`labkit.machine.timing.Samples`), ``MBps`` (median) and ``of_reference``. When the page
     cache cannot be dropped, ``cold_ok`` is False and the "cold" rows are not cold.
 
     ``private_copy=True`` measures a byte-identical copy in a scratch folder (free space
@@ -243,13 +247,13 @@ def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2),
     path = Path(path)
     size = path.stat().st_size
     if private_copy:
-        with storage.scratch_dir(size, workdir, prefix="labkit-delivery-") as folder:
+        with scratch_dir(size, root=workdir, prefix="labkit-delivery-") as folder:
             copy = folder / path.name
             shutil.copyfile(path, copy)
             result = measure_delivery(copy, threads, repeats=repeats, workdir=folder)
         result["copied_from"] = str(path)
         return result
-    buf = storage.aligned_buffer(size)                 # reused by every read, faulted in once
+    buf = pagecache.aligned_buffer(size)                 # reused by every read, faulted in once
     memoryview(buf)[::4096] = bytes(len(range(0, size, 4096)))
     methods = {f"read, {n} thread{'s' if n > 1 else ''}":
                (lambda n=n: load_parallel(path, n, out=buf)) for n in threads}
@@ -273,21 +277,21 @@ def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2),
                 times[(name, cache)].append(time.perf_counter() - t0)
                 del tensors
     ref_bytes = min(size, REFERENCE_BYTES)
-    ref_warm = storage.read_file(path, storage.MiB, cache="warm", limit_bytes=ref_bytes).MBps
+    ref_warm = disk.read_file(path, MiB, cache="warm", limit_bytes=ref_bytes).MBps
     fio = None
-    if storage.fio_path() is not None and size >= storage.MiB:
-        with storage.scratch_dir(16 * storage.MiB, workdir, prefix="labkit-delivery-") as d:
-            fio = storage.fio_seq_read(path, storage.MiB, cache="cold", method="buffered",
+    if fio.fio_path() is not None and size >= MiB:
+        with scratch_dir(16 * MiB, root=workdir, prefix="labkit-delivery-") as d:
+            fio = compare.fio_seq_read(path, MiB, cache="cold", method="buffered",
                                        size=ref_bytes, workdir=d)
     if fio is not None:
         ref_cold, source = fio.MBps, "fio, 1 MiB sequential, buffered, QD1"
     else:
-        ref_cold = storage.read_file(path, storage.MiB, cache="cold", method="buffered",
+        ref_cold = disk.read_file(path, MiB, cache="cold", method="buffered",
                                      limit_bytes=ref_bytes).MBps
         source = "Python 1 MiB read loop (fio not installed, or the file is under 1 MiB)"
     rows = []
     for (name, cache), secs in times.items():
-        st = storage.Stats(secs, "s")
+        st = Samples(secs, "s")
         mbps = size / st.median / 1e6
         ref = ref_cold if cache == "cold" else ref_warm
         rows.append({"method": name, "cache": cache, "seconds": st, "MBps": mbps,
@@ -347,17 +351,17 @@ def weights_load(model_bytes: float, option: str, *, instance: str = "p5.48xlarg
         return {"seconds": model_bytes / 1e6 / rate, "MBps": rate, "bound": "root volume read",
                 "formula": f"{model_bytes / 1e9:.0f} GB / {root_MiBps:,.0f} MiB/s"}
     if option == "mountpoint_s3":
-        target_MBps = min(net_Gbps, storage.storage_option("s3")["per_client_Gbps"]) * 125
-        conns = math.ceil(target_MBps / storage.storage_option("s3")["per_connection_MBps"])
-        est = storage.fleet_load_seconds(model_bytes, 1, "mountpoint_s3", client_Gbps=net_Gbps,
+        target_MBps = min(net_Gbps, cited.storage_option("s3")["per_client_Gbps"]) * 125
+        conns = math.ceil(target_MBps / cited.storage_option("s3")["per_connection_MBps"])
+        est = cited.fleet_load_seconds(model_bytes, 1, "mountpoint_s3", client_Gbps=net_Gbps,
                                          connections=conns, range_MB=8)
     elif option in ("streamer_default", "streamer_64"):
         conns = CITED["streamer_concurrency_object_store"] if option == "streamer_default" else 64
-        est = storage.fleet_load_seconds(model_bytes, 1, "s3", client_Gbps=net_Gbps,
+        est = cited.fleet_load_seconds(model_bytes, 1, "s3", client_Gbps=net_Gbps,
                                          connections=conns,
                                          range_MB=CITED["streamer_chunk_MiB_object_store"])
     elif option == "fsx_lustre":
-        est = storage.fleet_load_seconds(model_bytes, 1, "fsx_lustre", client_Gbps=net_Gbps,
+        est = cited.fleet_load_seconds(model_bytes, 1, "fsx_lustre", client_Gbps=net_Gbps,
                                          fsx_capacity_TiB=fsx_capacity_TiB)
     else:
         raise ValueError(f"unknown option {option!r}; known: {', '.join(DELIVERY_OPTIONS)}")
