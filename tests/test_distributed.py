@@ -1,4 +1,7 @@
-"""labkit.distributed and labkit.check.distributed, and the chapter 06 manifests.
+"""The labkit.distributed package and labkit.check.distributed, and the chapter 06 manifests.
+
+The deprecated old path (names of the flat module) is tested in
+tests/test_storage_distributed_shims.py.
 
 Fast: the arithmetic, the shards and the checks run in milliseconds; the torch.distributed
 tests fork 2 gloo ranks (well under a second each, a few seconds for the DDP comparison);
@@ -16,10 +19,25 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit import catalog, k8s, memory
-from labkit import distributed as dist
+from labkit import k8s
 from labkit.check import LabCheckError
 from labkit.check import distributed as check
+from labkit.distributed import processes
+from labkit.distributed.cli import main
+from labkit.distributed.parallelism import (amdahl_parallel_fraction, efa_GBps,
+                                            gradient_sync_seconds, make_shards, min_nodes,
+                                            parallelism_plan, pipeline_bubble,
+                                            ring_allreduce_seconds, sharded_training_bytes)
+from labkit.distributed.processes import (cleanup_dead_sessions, _is_ray_process, _owner_alive,
+                                          OWNER_FILE, owner_tag, ray_processes, SESSION_ENV,
+                                          write_owner_file)
+from labkit.distributed.ranks import (allreduce_benchmark, collectives_demo, compare_losses,
+                                      ddp_train, RankError, run_ranks, train_single)
+from labkit.distributed.ray_work import corpus_prompts, _noop, _remote
+from labkit.distributed.session import (default_num_cpus, _MAX_TEMP_PATH, RAY_MAX_CPUS,
+                                        RAY_OBJECT_STORE_BYTES, ray_session, _ray_temp_dir,
+                                        RaySession, shutdown_all)
+from labkit.planning import catalog, memory
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = {kind: ROOT / "book" / "manifests" / f"06-{kind}.yaml"
@@ -29,7 +47,7 @@ MANIFESTS = {kind: ROOT / "book" / "manifests" / f"06-{kind}.yaml"
 # -- shards, prompts, Amdahl -----------------------------------------------------------------
 @pytest.mark.parametrize("n,k", [(7, 3), (16, 4), (5, 5), (10, 1), (17, 4)])
 def test_make_shards_is_balanced_ordered_and_complete(n, k):
-    shards = dist.make_shards(list(range(n)), k)
+    shards = make_shards(list(range(n)), k)
     assert len(shards) == k
     assert [x for s in shards for x in s] == list(range(n))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
@@ -37,31 +55,31 @@ def test_make_shards_is_balanced_ordered_and_complete(n, k):
 
 def test_make_shards_rejects_impossible_requests():
     with pytest.raises(ValueError, match="non-empty"):
-        dist.make_shards([1, 2], 3)
+        make_shards([1, 2], 3)
     with pytest.raises(ValueError, match="positive"):
-        dist.make_shards([1, 2], 0)
+        make_shards([1, 2], 0)
 
 
 def test_corpus_prompts_are_deterministic_and_cycle():
-    a, b = dist.corpus_prompts(500, words=5), dist.corpus_prompts(500, words=5)
+    a, b = corpus_prompts(500, words=5), corpus_prompts(500, words=5)
     assert a == b and len(a) == 500
     assert all(len(p.split()) == 5 for p in a)
     assert len(set(a)) < 500          # more prompts than corpus lines: they repeat
 
 
 def test_amdahl_fraction():
-    assert dist.amdahl_parallel_fraction(2.0, 2) == pytest.approx(1.0)
-    assert dist.amdahl_parallel_fraction(1.0, 2) == pytest.approx(0.0)
-    assert dist.amdahl_parallel_fraction(1.5, 2) == pytest.approx(2 / 3)
+    assert amdahl_parallel_fraction(2.0, 2) == pytest.approx(1.0)
+    assert amdahl_parallel_fraction(1.0, 2) == pytest.approx(0.0)
+    assert amdahl_parallel_fraction(1.5, 2) == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
-        dist.amdahl_parallel_fraction(1.5, 1)
+        amdahl_parallel_fraction(1.5, 1)
 
 
 # -- memory and network arithmetic --------------------------------------------------------------
 def test_zero_stages_follow_the_zero_paper():
     n, d = 7e9, 8
     full = memory.training_bytes(n)               # 16 bytes/param, mixed precision AdamW
-    stages = [dist.sharded_training_bytes(n, dp=d, zero_stage=z)["total"] for z in range(4)]
+    stages = [sharded_training_bytes(n, dp=d, zero_stage=z)["total"] for z in range(4)]
     assert stages[0] == full
     assert stages[1] == pytest.approx(n * (2 + 2 + 12 / d))
     assert stages[2] == pytest.approx(n * (2 + (2 + 12) / d))
@@ -71,16 +89,16 @@ def test_zero_stages_follow_the_zero_paper():
 
 def test_tensor_and_pipeline_parallelism_split_everything():
     n = 70e9
-    split = dist.sharded_training_bytes(n, tp=8, pp=4)
+    split = sharded_training_bytes(n, tp=8, pp=4)
     assert split["total"] == pytest.approx(memory.training_bytes(n) / 32)
     with pytest.raises(ValueError):
-        dist.sharded_training_bytes(n, zero_stage=4)
+        sharded_training_bytes(n, zero_stage=4)
     with pytest.raises(ValueError):
-        dist.sharded_training_bytes(n, dp=0)
+        sharded_training_bytes(n, dp=0)
 
 
 def test_parallelism_plan_uses_the_catalog():
-    rows = {r["layout"]: r for r in dist.parallelism_plan(7e9, "p4d.24xlarge", 1)}
+    rows = {r["layout"]: r for r in parallelism_plan(7e9, "p4d.24xlarge", 1)}
     gpu = catalog.gpu_memory_gb("A100-40GB")
     assert all(r["gpu_GB"] == gpu and r["gpus"] == 8 for r in rows.values())
     assert not rows["data parallel (DDP)"]["fits"]      # 112 GB on a 40 GB GPU
@@ -89,35 +107,35 @@ def test_parallelism_plan_uses_the_catalog():
 
 
 def test_min_nodes_for_70b():
-    p4d = dist.min_nodes(70e9, "p4d.24xlarge", "zero3")
-    p5 = dist.min_nodes(70e9, "p5.48xlarge", "zero3")
+    p4d = min_nodes(70e9, "p4d.24xlarge", "zero3")
+    p5 = min_nodes(70e9, "p5.48xlarge", "zero3")
     assert (p4d, p5) == (5, 3)                          # 1,120 GB over 8 GPUs per node
-    assert dist.min_nodes(70e9, "p5.48xlarge", "tp-pp") == p5
-    assert dist.min_nodes(70e9, "p5.48xlarge", "ddp", max_nodes=8) is None
-    assert dist.min_nodes(70e9, "p5.48xlarge", "tp-dp", max_nodes=8) is None
+    assert min_nodes(70e9, "p5.48xlarge", "tp-pp") == p5
+    assert min_nodes(70e9, "p5.48xlarge", "ddp", max_nodes=8) is None
+    assert min_nodes(70e9, "p5.48xlarge", "tp-dp", max_nodes=8) is None
     with pytest.raises(ValueError, match="zero3"):
-        dist.min_nodes(70e9, "p5.48xlarge", "ZeRO-3")
+        min_nodes(70e9, "p5.48xlarge", "ZeRO-3")
 
 
 def test_efa_bandwidth_is_cited_and_ring_formula():
-    assert dist.efa_GBps("p5.48xlarge") == catalog.instance("p5.48xlarge")["network_Gbps"] / 8
+    assert efa_GBps("p5.48xlarge") == catalog.instance("p5.48xlarge")["network_Gbps"] / 8
     with pytest.raises(ValueError, match="EFA"):
-        dist.efa_GBps("g6.xlarge")
-    assert dist.ring_allreduce_seconds(1e9, 2, 1.0) == pytest.approx(1.0)
-    assert dist.ring_allreduce_seconds(1e9, 1, 1.0) == 0
-    slow = dist.gradient_sync_seconds(70e9, "p4d.24xlarge", 8)
-    fast = dist.gradient_sync_seconds(70e9, "p5.48xlarge", 8)
+        efa_GBps("g6.xlarge")
+    assert ring_allreduce_seconds(1e9, 2, 1.0) == pytest.approx(1.0)
+    assert ring_allreduce_seconds(1e9, 1, 1.0) == 0
+    slow = gradient_sync_seconds(70e9, "p4d.24xlarge", 8)
+    fast = gradient_sync_seconds(70e9, "p5.48xlarge", 8)
     assert slow / fast == pytest.approx(8.0)            # 3200 vs 400 Gbps
 
 
 def test_pipeline_bubble():
-    assert dist.pipeline_bubble(1, 8) == 0
-    assert dist.pipeline_bubble(4, 16) == pytest.approx(3 / 19)
+    assert pipeline_bubble(1, 8) == 0
+    assert pipeline_bubble(4, 16) == pytest.approx(3 / 19)
 
 
 # -- torch.distributed on 127.0.0.1 -----------------------------------------------------------
 def test_collectives_and_tensor_parallel_layers():
-    ranks = dist.run_ranks(dist.collectives_demo, 2)
+    ranks = run_ranks(collectives_demo, 2)
     assert [r["rank"] for r in ranks] == [0, 1]
     assert all(r["all_reduce_sum"] == 3.0 for r in ranks)
     assert all(r["all_gather"] == [0.0, 1.0] for r in ranks)
@@ -139,14 +157,14 @@ def _sleeps(rank, world):
 
 
 def test_run_ranks_reports_a_failing_rank_and_times_out():
-    with pytest.raises(dist.RankError, match="(?s)rank1 raised first.*boom on rank 1"):
-        dist.run_ranks(_fails_on_rank_1, 2)
+    with pytest.raises(RankError, match="(?s)rank1 raised first.*boom on rank 1"):
+        run_ranks(_fails_on_rank_1, 2)
     with pytest.raises(TimeoutError):
-        dist.run_ranks(_sleeps, 2, timeout_s=1.0)
+        run_ranks(_sleeps, 2, timeout_s=1.0)
 
 
 def test_allreduce_benchmark_rows():
-    (rows, _) = dist.run_ranks(dist.allreduce_benchmark, 2, args=((4096, 2**20), 2))
+    (rows, _) = run_ranks(allreduce_benchmark, 2, args=((4096, 2**20), 2))
     assert [r["bytes"] for r in rows] == [4096, 2**20]
     assert all(r["algbw_GBps"] > 0 and r["busbw_GBps"] == r["algbw_GBps"] for r in rows)
 
@@ -157,17 +175,17 @@ def test_ddp_matches_one_process_with_the_same_global_batch():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = dist.train_single(steps=3, global_batch=8, seq_len=32)
+        single = train_single(steps=3, global_batch=8, seq_len=32)
     finally:
         torch.set_num_threads(before)
-    ranks = dist.run_ranks(dist.ddp_train, 2, args=(3, 8, 32, 0, 3e-3, 2))
+    ranks = run_ranks(ddp_train, 2, args=(3, 8, 32, 0, 3e-3, 2))
     assert ranks[0]["losses"] == ranks[1]["losses"]          # both report the global mean
-    assert dist.compare_losses(single["losses"], ranks[0]["losses"]) < 1e-4
+    assert compare_losses(single["losses"], ranks[0]["losses"]) < 1e-4
     assert (single["params"] - ranks[0]["params"]).abs().max().item() < 1e-3
     assert ranks[0]["grad_bytes"] == 4 * single["n_params"]
     assert ranks[0]["local_batch"] == 4
     with pytest.raises(ValueError, match="length"):
-        dist.compare_losses([1.0], [1.0, 2.0])
+        compare_losses([1.0], [1.0, 2.0])
 
 
 # -- checks ----------------------------------------------------------------------------------------
@@ -178,7 +196,7 @@ def test_check_min_task_ms():
 
 
 def test_check_make_shards_feedback():
-    check.check_make_shards(dist.make_shards)
+    check.check_make_shards(make_shards)
 
     def unbalanced(items, n):
         size = -(-len(items) // n)
@@ -195,7 +213,7 @@ def test_check_make_shards_feedback():
 
 
 def test_check_parallel_fraction_and_failures():
-    check.check_parallel_fraction(dist.amdahl_parallel_fraction(1.4, 2), 1.4, 2)
+    check.check_parallel_fraction(amdahl_parallel_fraction(1.4, 2), 1.4, 2)
     with pytest.raises(LabCheckError, match="Solve"):
         check.check_parallel_fraction(0.4, 1.4, 2)
     check.check_permanent_failure(0.2 ** 4, 0.2, 3)
@@ -322,7 +340,7 @@ def test_rayjob_runs_the_labs_script():
     entry = _doc("rayjob")["spec"]["entrypoint"].split()
     assert entry[:4] == ["python", "-m", "labkit.distributed", "batch-inference"]
     with pytest.raises(SystemExit) as exit_:      # the CLI accepts the entrypoint's options
-        dist.main(entry[3:] + ["--help"])
+        main(entry[3:] + ["--help"])
     assert exit_.value.code == 0
 
 
@@ -388,8 +406,8 @@ def test_training_jobs_fit_their_nodes(kind):
 def test_ray_temp_dir_falls_back_to_a_short_path(monkeypatch, tmp_path):
     deep = tmp_path / ("x" * 60)
     monkeypatch.setenv("LABKIT_SCRATCH", str(deep))
-    with dist._ray_temp_dir(0) as folder:
-        assert len(str(folder)) <= dist._MAX_TEMP_PATH
+    with _ray_temp_dir(0) as folder:
+        assert len(str(folder)) <= _MAX_TEMP_PATH
         assert folder.exists()
     assert not folder.exists()
 
@@ -404,20 +422,20 @@ def test_ray_session_shuts_down_on_errors_and_leaves_no_process(monkeypatch):
         unregister=lambda event, fn: callbacks.remove(fn)))
     monkeypatch.setattr("IPython.get_ipython", lambda: shell)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    env_before = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN", dist.SESSION_ENV)}
+    env_before = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN", SESSION_ENV)}
 
-    session = dist.RaySession()
+    session = RaySession()
     with pytest.raises(ZeroDivisionError):
         with session:
             info = session.describe()
             assert info["mode"] == "local" and info["cpus"] == 2
-            assert info["object_store_bytes"] == dist.RAY_OBJECT_STORE_BYTES
+            assert info["object_store_bytes"] == RAY_OBJECT_STORE_BYTES
             temp = Path(info["temp_dir"])
-            assert temp.exists() and len(str(temp)) <= dist._MAX_TEMP_PATH
-            assert ray.get(dist._remote(dist._noop).remote(41)) == 41
+            assert temp.exists() and len(str(temp)) <= _MAX_TEMP_PATH
+            assert ray.get(_remote(_noop).remote(41)) == 41
             assert session.processes(), "a running session has processes"
             with pytest.raises(RuntimeError, match="already running"):
-                dist.RaySession().start()
+                RaySession().start()
             assert session.close_on_cell_error(keep_running_on=(KeyError,))
             callbacks[0](SimpleNamespace(error_in_exec=KeyError("kept"),
                                          error_before_exec=None))
@@ -426,7 +444,7 @@ def test_ray_session_shuts_down_on_errors_and_leaves_no_process(monkeypatch):
     assert not session.active and not ray.is_initialized()
     assert session.last_report.leftover == () and session.last_report.temp_removed
     assert not temp.exists()
-    assert dist.ray_processes(session.id) == []
+    assert ray_processes(session.id) == []
     assert callbacks == []                                  # the hook was removed
     assert {k: os.environ.get(k) for k in env_before} == env_before
     assert not (Path.home() / ".ray" / "auth_token").exists() or env_before["RAY_AUTH_TOKEN"]
@@ -434,40 +452,41 @@ def test_ray_session_shuts_down_on_errors_and_leaves_no_process(monkeypatch):
 
 def test_ray_processes_are_recognised_by_their_executable_not_by_a_folder_name():
     ray_dir = "/venv/lib/python3.11/site-packages/ray"
-    assert dist._is_ray_process("raylet", ["/x/raylet", "--raylet_socket_name=s"], ray_dir)
-    assert dist._is_ray_process("ray::IDLE", ["ray::IDLE"], ray_dir)
-    assert dist._is_ray_process("python", ["/venv/bin/python", "-u",
+    assert _is_ray_process("raylet", ["/x/raylet", "--raylet_socket_name=s"], ray_dir)
+    assert _is_ray_process("ray::IDLE", ["ray::IDLE"], ray_dir)
+    assert _is_ray_process("python", ["/venv/bin/python", "-u",
                                            f"{ray_dir}/_private/log_monitor.py"], ray_dir)
     # a course cloned under a folder called "ray": its own servers are not Ray's
-    assert not dist._is_ray_process("python", ["/home/me/ray/course/.venv/bin/python", "-m",
+    assert not _is_ray_process("python", ["/home/me/ray/course/.venv/bin/python", "-m",
                                                "labkit.serve", "--port", "8000"], ray_dir)
-    assert not dist._is_ray_process("python", ["/usr/bin/python", "/home/me/ray/run.py"],
+    assert not _is_ray_process("python", ["/usr/bin/python", "/home/me/ray/run.py"],
                                     ray_dir)
-    assert not dist._is_ray_process("bash", ["bash", "-c", "ls /tmp/ray/"], ray_dir)
+    assert not _is_ray_process("bash", ["bash", "-c", "ls /tmp/ray/"], ray_dir)
 
 
 def test_owner_tags_tell_a_dead_owner_from_a_live_one():
     import subprocess
     import sys
 
-    me = dist._owner_tag()
-    assert dist._owner_alive(me)
+    me = owner_tag()
+    assert _owner_alive(me)
     pid, started = me.split(":")
-    assert not dist._owner_alive(f"{pid}:{float(started) - 100:.3f}")   # pid reused
+    assert not _owner_alive(f"{pid}:{float(started) - 100:.3f}")   # pid reused
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
-    tag = dist._owner_tag(child.pid)
-    assert dist._owner_alive(tag)
+    tag = owner_tag(child.pid)
+    assert _owner_alive(tag)
     child.wait()
-    assert not dist._owner_alive(tag)
-    assert not dist._owner_alive("not a tag")
+    assert not _owner_alive(tag)
+    assert not _owner_alive("not a tag")
 
 
 _KILLED_OWNER = r"""
 import pathlib, subprocess, sys, tempfile, time
-from labkit import distributed as d
+from labkit.distributed.processes import write_owner_file
+from labkit.distributed.session import RaySession
 from labkit.scratch import scratch_root
 
-session = d.RaySession()
+session = RaySession()
 session.start()
 # What a kernel killed mid-session can leave besides Ray's own processes (which may or may not
 # outlive it): a process carrying the session's marks that does not die with its owner (as
@@ -475,7 +494,7 @@ session.start()
 orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
                           start_new_session=True)
 retries = tempfile.mkdtemp(prefix="ray-retries-", dir=scratch_root())
-d._write_owner_file(pathlib.Path(retries))
+write_owner_file(pathlib.Path(retries))
 print(session.id, session.temp_dir, retries, orphan.pid, flush=True)
 time.sleep(600)
 """
@@ -504,9 +523,9 @@ def test_the_next_start_cleans_up_after_a_killed_owner(monkeypatch, tmp_path):
         line = owner.stdout.readline().split()
         assert len(line) == 4, f"the owner did not start its session: {line}"
         dead_id, temp, retries, orphan_pid = line[0], Path(line[1]), Path(line[2]), int(line[3])
-        dead_pids = {row["pid"] for row in dist.ray_processes(dead_id)}
+        dead_pids = {row["pid"] for row in ray_processes(dead_id)}
         assert dead_pids, "the owner's session runs"
-        assert (temp / dist.OWNER_FILE).exists() and (retries / dist.OWNER_FILE).exists()
+        assert (temp / OWNER_FILE).exists() and (retries / OWNER_FILE).exists()
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait()
@@ -518,45 +537,45 @@ def test_the_next_start_cleans_up_after_a_killed_owner(monkeypatch, tmp_path):
         except psutil.NoSuchProcess:
             return False
 
-    with dist.ray_session() as session:
+    with ray_session() as session:
         assert orphan_pid in session.cleaned["pids"]
         assert {str(temp), str(retries)} <= set(session.cleaned["folders"])
         assert not running(orphan_pid) and not any(running(pid) for pid in dead_pids)
-        assert dist.ray_processes(dead_id) == [] and not temp.exists() and not retries.exists()
+        assert ray_processes(dead_id) == [] and not temp.exists() and not retries.exists()
         assert session.processes() and Path(session.temp_dir).exists()
-        assert dist.cleanup_dead_sessions() == {"pids": [], "folders": []}  # live: untouched
+        assert cleanup_dead_sessions() == {"pids": [], "folders": []}  # live: untouched
         assert session.processes()
-    assert dist.ray_processes(session.id) == []
+    assert ray_processes(session.id) == []
 
 
 def test_cleanup_touches_only_folders_marked_by_a_dead_owner(monkeypatch, tmp_path):
     import json
 
     monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path))
-    monkeypatch.setattr(dist.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(processes.tempfile, "gettempdir", lambda: str(tmp_path))
     foreign = tmp_path / "ray-someone-else"            # no owner file: not the course's
     live = tmp_path / "ray-live"
     dead = tmp_path / "ray-dead"
     other = tmp_path / "labkit-dead"                    # not a Ray folder
     for folder in (foreign, live, dead, other):
         folder.mkdir()
-    dist._write_owner_file(live, "live")
+    write_owner_file(live, "live")
     for folder in (dead, other):
-        (folder / dist.OWNER_FILE).write_text(json.dumps({"owner": "999999999:1.000"}))
-    result = dist.cleanup_dead_sessions()
+        (folder / OWNER_FILE).write_text(json.dumps({"owner": "999999999:1.000"}))
+    result = cleanup_dead_sessions()
     assert result == {"pids": [], "folders": [str(dead)]}
     assert foreign.exists() and live.exists() and other.exists() and not dead.exists()
 
 
 def test_default_cpus_follow_the_usable_cores(monkeypatch):
-    from labkit import hardware
+    from labkit.machine import facts
 
-    for cores, want in [(1, 2), (2, 2), (3, 3), (16, dist.RAY_MAX_CPUS)]:
-        monkeypatch.setattr(hardware, "usable_cores", lambda c=cores: c)
-        assert dist.default_num_cpus() == want
-        assert dist.RaySession().num_cpus == want
-    assert dist.RaySession(num_cpus=1).num_cpus == 1
+    for cores, want in [(1, 2), (2, 2), (3, 3), (16, RAY_MAX_CPUS)]:
+        monkeypatch.setattr(facts, "usable_cores", lambda c=cores: c)
+        assert default_num_cpus() == want
+        assert RaySession().num_cpus == want
+    assert RaySession(num_cpus=1).num_cpus == 1
 
 
 def test_shutdown_all_without_sessions_is_a_no_op():
-    assert dist.shutdown_all() == []
+    assert shutdown_all() == []

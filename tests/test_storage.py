@@ -1,4 +1,7 @@
-"""Unit tests of labkit.storage (and its fio and PyTorch parts), with small sizes."""
+"""Unit tests of the labkit.storage package (disk, random reads, small files, fio, comparison,
+benchmark CLI, cited figures, PyTorch data loading and checkpoints, patterns), with small sizes.
+
+The deprecated old paths are tested in tests/test_storage_distributed_shims.py."""
 
 from __future__ import annotations
 
@@ -15,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from labkit import storage, storage_fio
-from labkit.storage import KiB, MiB
+from labkit.machine import scratch
+from labkit.storage import (bench, cited, compare, context, disk, fio, pagecache,
+                            randread, smallfiles)
+from labkit.storage.measures import GiB, KiB, MiB, Throughput
 
 LINUX = sys.platform == "linux"
 HAVE_FIO = shutil.which("fio") is not None
@@ -25,9 +30,9 @@ HAVE_FIO = shutil.which("fio") is not None
 def need_fio() -> None:
     """Skip without fio, unless LABKIT_REQUIRE_TOOLS lists it (CI): then fail, saying why."""
     try:
-        if not storage_fio.ensure_fio():
+        if not fio.ensure_fio():
             pytest.skip("fio not installed (set LABKIT_REQUIRE_TOOLS=fio to make this a failure)")
-    except storage_fio.FioMissingError as err:
+    except fio.FioMissingError as err:
         pytest.fail(str(err))
 DiskUsage = namedtuple("DiskUsage", "total used free")
 
@@ -42,8 +47,7 @@ def root(tmp_path, monkeypatch):
 
 @pytest.fixture
 def no_fio(monkeypatch):
-    monkeypatch.setattr(storage_fio, "fio_path", lambda: None)
-    monkeypatch.setattr(storage, "fio_path", lambda: None)
+    monkeypatch.setattr(fio, "fio_path", lambda: None)   # every caller looks it up there
 
 
 def _addr(buf) -> int:
@@ -55,14 +59,14 @@ def _addr(buf) -> int:
 
 def test_default_root_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("LABKIT_SCRATCH", str(tmp_path / "x"))
-    assert storage.default_scratch_root() == tmp_path / "x"
+    assert scratch.scratch_root() == tmp_path / "x"
     monkeypatch.delenv("LABKIT_SCRATCH")
-    repo = Path(storage.__file__).resolve().parent.parent
-    assert storage.default_scratch_root() == repo / ".scratch"
+    repo = Path(scratch.__file__).resolve().parents[2]
+    assert scratch.scratch_root() == repo / ".scratch"
 
 
 def test_scratch_dir_removed_on_success(root):
-    with storage.scratch_dir(1 * MiB) as d:
+    with scratch.scratch_dir(1 * MiB) as d:
         assert d.parent == root and d.is_dir()
         (d / "sub").mkdir()
         (d / "sub" / "f").write_bytes(b"x" * 100)
@@ -73,16 +77,16 @@ def test_scratch_dir_removed_on_success(root):
 def test_scratch_dir_keeps_existing_root(root):
     root.mkdir()
     (root / "keep").write_text("mine")
-    with storage.scratch_dir(1 * MiB) as d:
-        storage.make_file(d / "f.bin", 64 * KiB)
+    with scratch.scratch_dir(1 * MiB) as d:
+        disk.make_file(d / "f.bin", 64 * KiB)
     assert sorted(p.name for p in root.iterdir()) == ["keep"]
 
 
 @pytest.mark.parametrize("exc", [ValueError, KeyboardInterrupt])
 def test_scratch_dir_removed_on_exception(root, exc):
     with pytest.raises(exc):
-        with storage.scratch_dir(1 * MiB) as d:
-            storage.make_file(d / "f.bin", 256 * KiB)
+        with scratch.scratch_dir(1 * MiB) as d:
+            disk.make_file(d / "f.bin", 256 * KiB)
             raise exc("stop")
     assert not d.exists()
     assert not root.exists()
@@ -91,41 +95,41 @@ def test_scratch_dir_removed_on_exception(root, exc):
 def test_refuses_when_space_is_short(root, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: DiskUsage(10 * MiB, 9 * MiB, 1 * MiB))
     with pytest.raises(RuntimeError, match="not enough free disk.*LABKIT_SCRATCH"):
-        with storage.scratch_dir(600 * KiB):
+        with scratch.scratch_dir(600 * KiB):
             pytest.fail("must not get here")
     assert not root.exists()  # nothing written
 
 
 def test_free_space_threshold_is_twice_the_size(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda p: DiskUsage(0, 0, 200))
-    assert storage.check_free_space(tmp_path / "not" / "yet", 100) == 200
+    assert scratch.check_free_space(100, tmp_path / "not" / "yet") == 200
     with pytest.raises(RuntimeError, match="not enough free disk"):
-        storage.check_free_space(tmp_path, 101)
+        scratch.check_free_space(101, tmp_path)
     with pytest.raises(ValueError):
-        storage.check_free_space(tmp_path, -1)
+        scratch.check_free_space(-1, tmp_path)
 
 
 # --------------------------------------------------------------------------- buffers, cache
 
 
 def test_aligned_buffer_is_page_aligned():
-    buf = storage.aligned_buffer(1 * MiB)
+    buf = pagecache.aligned_buffer(1 * MiB)
     try:
         assert _addr(buf) % 4096 == 0 and len(buf) == 1 * MiB
     finally:
         buf.close()
     with pytest.raises(ValueError):
-        storage.aligned_buffer(0)
+        pagecache.aligned_buffer(0)
 
 
 @pytest.mark.skipif(not LINUX, reason="page-cache control is Linux-only")
 def test_drop_and_warm_change_cached_fraction(root):
-    with storage.scratch_dir(8 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 4 * MiB)
-        storage.drop_file_cache(f)
-        cold = storage.cached_fraction(f)
-        storage.read_file(f, 1 * MiB, cache="warm")
-        warm = storage.cached_fraction(f)
+    with scratch.scratch_dir(8 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 4 * MiB)
+        pagecache.drop_file_cache(f)
+        cold = pagecache.cached_fraction(f)
+        disk.read_file(f, 1 * MiB, cache="warm")
+        warm = pagecache.cached_fraction(f)
     assert cold is not None and cold < 0.2
     assert warm > 0.95
 
@@ -134,20 +138,20 @@ def test_drop_and_warm_change_cached_fraction(root):
 
 
 def test_write_and_read_counts_bytes(root):
-    with storage.scratch_dir(8 * MiB) as d:
-        w = storage.write_file(d / "f.bin", 3 * MiB + 4 * KiB, 1 * MiB)
+    with scratch.scratch_dir(8 * MiB) as d:
+        w = disk.write_file(d / "f.bin", 3 * MiB + 4 * KiB, 1 * MiB)
         assert w.nbytes == 3 * MiB + 4 * KiB and w.ops == 4 and w.seconds > 0
         assert os.path.getsize(d / "f.bin") == w.nbytes
         for cache, method in [("cold", "buffered"), ("warm", "auto"), ("cold", "auto")]:
-            r = storage.read_file(d / "f.bin", 1 * MiB, cache=cache, method=method)
+            r = disk.read_file(d / "f.bin", 1 * MiB, cache=cache, method=method)
             assert r.nbytes == w.nbytes and r.MBps > 0
-        part = storage.read_file(d / "f.bin", 64 * KiB, cache="warm", limit_bytes=100 * KiB)
+        part = disk.read_file(d / "f.bin", 64 * KiB, cache="warm", limit_bytes=100 * KiB)
         assert part.nbytes == 100 * KiB and part.ops == 2
 
 
 def test_write_file_data_is_incompressible(root):
-    with storage.scratch_dir(1 * MiB) as d:
-        storage.write_file(d / "f.bin", 256 * KiB, 64 * KiB)
+    with scratch.scratch_dir(1 * MiB) as d:
+        disk.write_file(d / "f.bin", 256 * KiB, 64 * KiB)
         data = (d / "f.bin").read_bytes()
     import zlib
 
@@ -155,35 +159,35 @@ def test_write_file_data_is_incompressible(root):
 
 
 def test_direct_io_when_supported(root):
-    with storage.scratch_dir(4 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 2 * MiB)
-        if not storage.supports_direct_io(f):
+    with scratch.scratch_dir(4 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 2 * MiB)
+        if not pagecache.supports_direct_io(f):
             pytest.skip("filesystem without O_DIRECT")
-        r = storage.read_file(f, 1 * MiB, cache="cold", method="direct")
+        r = disk.read_file(f, 1 * MiB, cache="cold", method="direct")
         assert r.nbytes == 2 * MiB and "O_DIRECT" in r.label
-        w = storage.write_file(d / "g.bin", 1 * MiB, 256 * KiB, direct=True)
+        w = disk.write_file(d / "g.bin", 1 * MiB, 256 * KiB, direct=True)
         assert w.nbytes == 1 * MiB
         with pytest.raises(ValueError, match="4 KiB"):
-            storage.read_file(f, 1000, cache="cold", method="direct")
+            disk.read_file(f, 1000, cache="cold", method="direct")
 
 
 def test_read_file_rejects_bad_options(root):
-    with storage.scratch_dir(1 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 64 * KiB)
+    with scratch.scratch_dir(1 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 64 * KiB)
         with pytest.raises(ValueError, match="page cache"):
-            storage.read_file(f, cache="warm", method="direct")
+            disk.read_file(f, cache="warm", method="direct")
         with pytest.raises(ValueError):
-            storage.read_file(f, cache="lukewarm")
+            disk.read_file(f, cache="lukewarm")
         with pytest.raises(ValueError):
-            storage.read_file(f, 0)
+            disk.read_file(f, 0)
         with pytest.raises(ValueError):
-            storage.write_file(d / "g", 0)
+            disk.write_file(d / "g", 0)
 
 
 def test_sweep_block_sizes_rows(root, no_fio):
-    with storage.scratch_dir(4 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 2 * MiB)
-        rows = storage.sweep_block_sizes(f, [4 * KiB, 1 * MiB], repeats=2, min_bytes=256 * KiB,
+    with scratch.scratch_dir(4 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 2 * MiB)
+        rows = compare.sweep_block_sizes(f, [4 * KiB, 1 * MiB], repeats=2, min_bytes=256 * KiB,
                                          max_ops=8, method="buffered")
     assert [(r["block_size"], r["cache"]) for r in rows] == [
         (4 * KiB, "cold"), (1 * MiB, "cold"), (4 * KiB, "warm"), (1 * MiB, "warm")]
@@ -192,23 +196,21 @@ def test_sweep_block_sizes_rows(root, no_fio):
 
 
 def test_bytes_for_block():
-    assert storage._bytes_for_block(4 * KiB, 1 * GiB_, 2048, 16 * MiB, None) == 16 * MiB
-    assert storage._bytes_for_block(1 * MiB, 256 * MiB, 2048, 16 * MiB, None) == 256 * MiB
-    assert storage._bytes_for_block(1 * MiB, 256 * MiB, 2048, 16 * MiB, 64 * MiB) == 64 * MiB
+    assert compare._bytes_for_block(4 * KiB, 1 * GiB, 2048, 16 * MiB, None) == 16 * MiB
+    assert compare._bytes_for_block(1 * MiB, 256 * MiB, 2048, 16 * MiB, None) == 256 * MiB
+    assert compare._bytes_for_block(1 * MiB, 256 * MiB, 2048, 16 * MiB, 64 * MiB) == 64 * MiB
 
-
-GiB_ = storage.GiB
 
 
 # --------------------------------------------------------------------------- random reads
 
 
 def test_random_reads_iops_and_latency(root):
-    with storage.scratch_dir(2 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 1 * MiB)
-        r1 = storage.random_reads(f, ops=100, seed=1)
-        r2 = storage.random_reads(f, ops=101, threads=2, method="buffered", seed=1)
-        big = storage.random_reads(f, ops=300, seed=2)  # more reads than blocks: repeats
+    with scratch.scratch_dir(2 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 1 * MiB)
+        r1 = randread.random_reads(f, ops=100, seed=1)
+        r2 = randread.random_reads(f, ops=101, threads=2, method="buffered", seed=1)
+        big = randread.random_reads(f, ops=300, seed=2)  # more reads than blocks: repeats
     assert r1.ops == 100 and r1.threads == 1 and r1.iops > 0
     assert set(r1.latencies_us) == {"p50", "p90", "p99", "p99.9", "mean"}
     lat = r1.latencies_us
@@ -224,8 +226,8 @@ def _open_fds() -> int:
 
 @pytest.mark.skipif(not LINUX, reason="counts /proc/self/fd")
 def test_random_reads_closes_its_fd_when_setup_fails(root, monkeypatch):
-    with storage.scratch_dir(1 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 64 * KiB)
+    with scratch.scratch_dir(1 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 64 * KiB)
         before = _open_fds()
 
         def broken(*args, **kwargs):
@@ -233,35 +235,35 @@ def test_random_reads_closes_its_fd_when_setup_fails(root, monkeypatch):
 
         monkeypatch.setattr(os, "posix_fadvise", broken)
         with pytest.raises(OSError, match="fadvise failed"):
-            storage.random_reads(f, ops=4, threads=2, method="buffered")
+            randread.random_reads(f, ops=4, threads=2, method="buffered")
         assert _open_fds() == before
 
 
 def test_rates_over_zero_seconds_raise():
     with pytest.raises(ValueError, match="no measurable time"):
-        storage.Throughput(10, 0.0).MBps
+        Throughput(10, 0.0).MBps
     with pytest.raises(ValueError, match="no measurable time"):
-        storage.Throughput(10, 0.0, ops=1).ops_per_s
-    r = storage.RandomReadResult(ops=4, block_size=4096, threads=1, seconds=0.0,
+        Throughput(10, 0.0, ops=1).ops_per_s
+    r = randread.RandomReadResult(ops=4, block_size=4096, threads=1, seconds=0.0,
                                  latencies_us={"mean": 1.0})
     with pytest.raises(ValueError, match="no measurable time"):
         r.iops
-    assert storage.Throughput(2_000_000, 2.0, ops=4).MBps == 1.0
+    assert Throughput(2_000_000, 2.0, ops=4).MBps == 1.0
 
 
 def test_random_reads_rejects_bad_options(root):
-    with storage.scratch_dir(1 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 8 * KiB)
+    with scratch.scratch_dir(1 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 8 * KiB)
         with pytest.raises(ValueError, match="one read per thread"):
-            storage.random_reads(f, ops=1, threads=2)
+            randread.random_reads(f, ops=1, threads=2)
         with pytest.raises(ValueError, match="smaller than one block"):
-            storage.random_reads(f, ops=1, block_size=16 * KiB)
+            randread.random_reads(f, ops=1, block_size=16 * KiB)
 
 
 def test_percentiles_match_numpy():
     np = pytest.importorskip("numpy")
     xs = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
-    got = storage._percentiles(xs, (50, 90, 99.9))
+    got = randread._percentiles(xs, (50, 90, 99.9))
     assert got["p50"] == pytest.approx(np.percentile(xs, 50))
     assert got["p90"] == pytest.approx(np.percentile(xs, 90))
     assert got["p99.9"] == pytest.approx(np.percentile(xs, 99.9))
@@ -271,16 +273,16 @@ def test_percentiles_match_numpy():
 
 
 def test_small_files_vs_big(root):
-    with storage.scratch_dir(2 * MiB) as d:
-        paths, w = storage.make_small_files(d / "s", 120, 4 * KiB)
+    with scratch.scratch_dir(2 * MiB) as d:
+        paths, w = smallfiles.make_small_files(d / "s", 120, 4 * KiB)
         assert len(paths) == 120 and all(p.stat().st_size == 4 * KiB for p in paths)
         assert len({p.parent for p in paths}) == 2  # 100 per sub-folder
         assert w.nbytes == 120 * 4 * KiB and w.ops == 120
         for cache in ("cold", "warm"):
             for t in (1, 3):
-                r = storage.read_small_files(paths, cache=cache, threads=t)
+                r = smallfiles.read_small_files(paths, cache=cache, threads=t)
                 assert r.nbytes == 120 * 4 * KiB and r.ops == 120
-        res = storage.small_vs_big(d / "sb", n_files=50, file_bytes=8 * KiB, threads=(1, 2),
+        res = smallfiles.small_vs_big(d / "sb", n_files=50, file_bytes=8 * KiB, threads=(1, 2),
                                    caches=("cold",), repeats=1)
     assert [(r["layout"], r["threads"]) for r in res["rows"]] == [
         ("small files", 1), ("one big file", 1), ("small files", 2), ("one big file", 2)]
@@ -289,10 +291,10 @@ def test_small_files_vs_big(root):
 
 
 def test_read_big_file_threads_reads_everything(root):
-    with storage.scratch_dir(4 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 3 * MiB + 12 * KiB)
+    with scratch.scratch_dir(4 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 3 * MiB + 12 * KiB)
         for cache in ("cold", "warm"):
-            r = storage.read_big_file(f, 256 * KiB, cache=cache, threads=3)
+            r = smallfiles.read_big_file(f, 256 * KiB, cache=cache, threads=3)
             assert r.nbytes == 3 * MiB + 12 * KiB
 
 
@@ -300,12 +302,12 @@ def test_read_big_file_threads_reads_everything(root):
 
 
 def test_job_file_text():
-    text = storage_fio.job_file_text(
+    text = fio.job_file_text(
         [{"name": "a", "filename": "/x:y", "bs": 4096, "direct": 1}], {"allow_file_create": 0})
     assert text.splitlines() == ["[global]", "allow_file_create=0", "[a]", "stonewall",
                                  "filename=/x\\:y", "bs=4096", "direct=1"]
     with pytest.raises(ValueError):
-        storage_fio.job_file_text([{"filename": "/x"}])
+        fio.job_file_text([{"filename": "/x"}])
 
 
 @pytest.mark.parametrize("job, glob", [
@@ -320,29 +322,29 @@ def test_job_file_text():
 ])
 def test_job_file_rejects_injection(job, glob):
     with pytest.raises(ValueError, match="one line without '='"):
-        storage_fio.job_file_text([job], glob)
+        fio.job_file_text([job], glob)
 
 
 def test_fio_required_and_ensure_fio(monkeypatch):
-    assert storage_fio.fio_required({"LABKIT_REQUIRE_TOOLS": "chromium, FIO"})
-    assert not storage_fio.fio_required({"LABKIT_REQUIRE_TOOLS": "chromium,fiona"})
-    assert not storage_fio.fio_required({})
-    monkeypatch.setattr(storage_fio, "fio_path", lambda: None)
-    assert storage_fio.ensure_fio({}) is False
-    with pytest.raises(storage_fio.FioMissingError, match="LABKIT_REQUIRE_TOOLS='fio,chromium'"):
-        storage_fio.ensure_fio({"LABKIT_REQUIRE_TOOLS": "fio,chromium"})
-    monkeypatch.setattr(storage_fio, "fio_path", lambda: "/usr/bin/fio")
-    assert storage_fio.ensure_fio({"LABKIT_REQUIRE_TOOLS": "fio"}) is True
+    assert fio.fio_required({"LABKIT_REQUIRE_TOOLS": "chromium, FIO"})
+    assert not fio.fio_required({"LABKIT_REQUIRE_TOOLS": "chromium,fiona"})
+    assert not fio.fio_required({})
+    monkeypatch.setattr(fio, "fio_path", lambda: None)
+    assert fio.ensure_fio({}) is False
+    with pytest.raises(fio.FioMissingError, match="LABKIT_REQUIRE_TOOLS='fio,chromium'"):
+        fio.ensure_fio({"LABKIT_REQUIRE_TOOLS": "fio,chromium"})
+    monkeypatch.setattr(fio, "fio_path", lambda: "/usr/bin/fio")
+    assert fio.ensure_fio({"LABKIT_REQUIRE_TOOLS": "fio"}) is True
 
 
 def test_jobs_match_python_patterns():
-    seq = storage_fio.seq_read_job("/f", 100, 1 * MiB, cache="cold", method="buffered")
+    seq = fio.seq_read_job("/f", 100, 1 * MiB, cache="cold", method="buffered")
     assert (seq["direct"], seq["invalidate"], seq["iodepth"], seq["iomem_align"]) == (0, 1, 1, 4096)
-    warm = storage_fio.seq_read_job("/f", 100, 4096, cache="warm", method="buffered")
+    warm = fio.seq_read_job("/f", 100, 4096, cache="warm", method="buffered")
     assert warm["invalidate"] == 0
     with pytest.raises(ValueError):
-        storage_fio.seq_read_job("/f", 100, 4096, cache="warm", method="direct")
-    rnd = storage_fio.rand_read_job("/f", 1 * MiB, 1000, threads=4)
+        fio.seq_read_job("/f", 100, 4096, cache="warm", method="direct")
+    rnd = fio.rand_read_job("/f", 1 * MiB, 1000, threads=4)
     assert (rnd["numjobs"], rnd["io_size"], rnd["randrepeat"], rnd["direct"]) == (4, 250 * 4096,
                                                                                    0, 1)
 
@@ -354,20 +356,20 @@ def test_parse_fio_json():
                  "runtime": 200, "lat_ns": {"mean": 2_000_000.0},
                  "clat_ns": {"percentile": {"50.000000": 1_900_000, "99.900000": 5_000_000}}},
         "write": {"io_bytes": 0}}]}
-    (r,) = storage_fio.parse_fio_json(doc)
+    (r,) = fio.parse_fio_json(doc)
     assert r.name == "seqread" and r.MBps == 500.0 and r.seconds == 0.2
     assert r.clat_percentiles_us == {"p50": 1900.0, "p99.9": 5000.0}
     assert r.lat_mean_us == 2000.0 and r.options == {"bs": "1M"}
 
 
 def test_without_fio_returns_none_and_says_how_to_install(root, no_fio):
-    assert "apt-get install -y fio" in storage_fio.FIO_INSTALL_HINT
-    assert storage_fio.run_fio([{"name": "a", "filename": "/x"}], root) is None
-    with storage.scratch_dir(1 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 256 * KiB)
-        assert storage.fio_seq_read(f) is None and storage.fio_rand_read(f, ops=10) is None
-        c = storage.compare_seq_read(f, 64 * KiB, method="buffered", repeats=2)
-        r = storage.compare_rand_read(f, ops=20, repeats=1)
+    assert "apt-get install -y fio" in fio.FIO_INSTALL_HINT
+    assert fio.run_fio([{"name": "a", "filename": "/x"}], root) is None
+    with scratch.scratch_dir(1 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 256 * KiB)
+        assert compare.fio_seq_read(f) is None and compare.fio_rand_read(f, ops=10) is None
+        c = compare.compare_seq_read(f, 64 * KiB, method="buffered", repeats=2)
+        r = compare.compare_rand_read(f, ops=20, repeats=1)
     assert c.fio is None and c.ratio is None and len(c.python.values) == 2
     assert "apt-get install" in c.message and "apt-get install" in str(c)
     assert r.fio is None and "python_latency_us" in r.details
@@ -375,11 +377,11 @@ def test_without_fio_returns_none_and_says_how_to_install(root, no_fio):
 
 def test_fio_reference_on_the_same_file(root):
     need_fio()
-    with storage.scratch_dir(8 * MiB) as d:
-        f = storage.make_file(d / "f.bin", 4 * MiB)
-        c = storage.compare_seq_read(f, 1 * MiB, method="buffered", repeats=2)
-        w = storage.fio_seq_read(f, 256 * KiB, cache="warm")
-        r = storage.compare_rand_read(f, ops=200, threads=2, repeats=1)
+    with scratch.scratch_dir(8 * MiB) as d:
+        f = disk.make_file(d / "f.bin", 4 * MiB)
+        c = compare.compare_seq_read(f, 1 * MiB, method="buffered", repeats=2)
+        w = compare.fio_seq_read(f, 256 * KiB, cache="warm")
+        r = compare.compare_rand_read(f, ops=200, threads=2, repeats=1)
         leftovers = sorted(p.name for p in d.iterdir())
     assert leftovers == ["f.bin"]  # fio's job and output files are removed
     assert len(c.fio.values) == 2 and len(c.ratio.values) == 2 and c.ratio.median > 0
@@ -391,9 +393,9 @@ def test_run_fio_reports_failure(tmp_path, monkeypatch):
     fake = tmp_path / "fio"
     fake.write_text("#!/bin/sh\necho 'fio: bad option' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(storage_fio, "fio_path", lambda: str(fake))
+    monkeypatch.setattr(fio, "fio_path", lambda: str(fake))
     with pytest.raises(RuntimeError, match="bad option"):
-        storage_fio.run_fio([{"name": "a", "filename": "/x"}], tmp_path)
+        fio.run_fio([{"name": "a", "filename": "/x"}], tmp_path)
     assert list(tmp_path.iterdir()) == [fake]
 
 
@@ -405,7 +407,7 @@ SMALL = ["--size", "4M", "--repeats", "1", "--rand-ops", "64", "--small-files", 
 def _cli(argv):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = storage.bench_storage_cli(argv)
+        code = bench.bench_storage_cli(argv)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -413,11 +415,11 @@ def test_cli_json_has_exactly_the_keys(root):
     code, out, err = _cli(["--json", *SMALL])
     assert code == 0, err
     doc = json.loads(out)
-    assert list(doc) == list(storage.BENCH_KEYS)
+    assert list(doc) == list(bench.BENCH_KEYS)
     assert doc["file_bytes"] == 4 * MiB and doc["path"] == str(root)
     assert doc["seq_read_MBps"] > 0 and doc["rand4k_iops"] > 0
     assert doc["small_files_MBps"] > 0 and doc["big_file_MBps"] > 0
-    if storage_fio.ensure_fio():
+    if fio.ensure_fio():
         assert doc["fio_seq_read_MBps"] > 0 and doc["seq_read_ratio"] > 0
         assert doc["fio_rand4k_iops"] > 0 and doc["rand4k_ratio"] > 0
     assert not root.exists()
@@ -448,16 +450,16 @@ def test_cli_bad_options():
     assert _cli(["--size", "lots"])[0] == 2
     assert _cli(["--size", "2G"])[0] == 2
     assert _cli(["--size", "1M"])[0] == 1  # below 4 MiB
-    assert storage._parse_size("256MiB") == 256 * MiB and storage._parse_size("1g") == 1 << 30
+    assert bench._parse_size("256MiB") == 256 * MiB and bench._parse_size("1g") == 1 << 30
 
 
 def test_benchmark_cleans_up_on_interrupt(root, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(storage, "compare_rand_read", boom)
+    monkeypatch.setattr(bench, "compare_rand_read", boom)
     with pytest.raises(KeyboardInterrupt):
-        storage.run_benchmark(file_bytes=4 * MiB, repeats=1, n_files=10)
+        bench.run_benchmark(file_bytes=4 * MiB, repeats=1, n_files=10)
     assert not root.exists()
 
 
@@ -465,11 +467,11 @@ def test_dispatch_from_labkit_main(root, no_fio, capsys):
     from labkit.__main__ import main
 
     assert main(["bench", "storage", "--json", *SMALL]) == 0
-    assert list(json.loads(capsys.readouterr().out)) == list(storage.BENCH_KEYS)
+    assert list(json.loads(capsys.readouterr().out)) == list(bench.BENCH_KEYS)
 
 
 def test_machine_context(tmp_path):
-    ctx = storage.machine_context(tmp_path)
+    ctx = context.machine_context(tmp_path)
     assert ctx["cpus"] >= 1 and "fio" in ctx and ctx["path"] == str(tmp_path)
 
 
@@ -477,12 +479,14 @@ def test_machine_context(tmp_path):
 
 torch = pytest.importorskip("torch")
 
+from labkit.storage import checkpoints, dataloading  # noqa: E402
+
 
 @pytest.mark.parametrize("layout", ["files", "packed", "tar"])
 def test_samples_read_back_in_every_layout(root, layout):
-    with storage.scratch_dir(1 * MiB) as d:
-        s = storage.write_samples(d, 30, 1000, layout)
-        ds = storage.SampleDataset(s)
+    with scratch.scratch_dir(1 * MiB) as d:
+        s = dataloading.write_samples(d, 30, 1000, layout)
+        ds = dataloading.SampleDataset(s)
         try:
             assert len(ds) == 30 and s.total_bytes == 30_000
             for i in (0, 17, 29):
@@ -494,8 +498,8 @@ def test_samples_read_back_in_every_layout(root, layout):
 
 
 def test_bench_dataloader_rows(root):
-    with storage.scratch_dir(1 * MiB) as d:
-        rows = storage.bench_dataloader(d, n_samples=64, sample_bytes=1 * KiB,
+    with scratch.scratch_dir(1 * MiB) as d:
+        rows = dataloading.bench_dataloader(d, n_samples=64, sample_bytes=1 * KiB,
                                         layouts=("files", "tar"), num_workers=(0, 1),
                                         batch_size=16, latency_us=10)
     assert [(r["layout"], r["num_workers"]) for r in rows] == [
@@ -503,14 +507,14 @@ def test_bench_dataloader_rows(root):
     assert all(r["samples_per_s"].median > 0 and r["MBps"].median > 0 for r in rows)
     assert all(r["steady_samples_per_s"].median > 0 for r in rows)
     with pytest.raises(ValueError):
-        storage.bench_dataloader(root, layouts=("files",), cache="hot")
-    with storage.scratch_dir(1 * MiB) as d, pytest.raises(ValueError, match="more samples"):
-        storage.bench_dataloader(d, n_samples=32, sample_bytes=1 * KiB, layouts=("packed",),
+        dataloading.bench_dataloader(root, layouts=("files",), cache="hot")
+    with scratch.scratch_dir(1 * MiB) as d, pytest.raises(ValueError, match="more samples"):
+        dataloading.bench_dataloader(d, n_samples=32, sample_bytes=1 * KiB, layouts=("packed",),
                                  num_workers=(2,), batch_size=16)
 
 
 def test_steady_rate_skips_the_first_round():
-    from labkit.storage_torch import steady_rate
+    from labkit.storage.dataloading import steady_rate
 
     # 2 workers deliver their first batches together at 1.0 s, then one batch per 0.1 s
     arrivals = [(1.0, 16), (1.0, 32), (1.1, 48), (1.2, 64), (1.3, 80)]
@@ -522,7 +526,7 @@ def test_steady_rate_skips_the_first_round():
 def test_spin_burns_cpu_time_not_wall_time():
     import time
 
-    from labkit.storage_torch import _spin
+    from labkit.storage.dataloading import _spin
 
     t0 = time.thread_time()
     _spin(20_000)
@@ -540,14 +544,14 @@ def _tied_state_dict():
 
 def test_checkpoint_round_trip_and_bench(root):
     sd = _tied_state_dict()
-    assert storage.state_dict_bytes(sd) == (64 * 16 + 16 * 16 + 16) * 4  # tied counted once
-    with storage.scratch_dir(1 * MiB) as d:
+    assert checkpoints.state_dict_bytes(sd) == (64 * 16 + 16 * 16 + 16) * 4  # tied counted once
+    with scratch.scratch_dir(1 * MiB) as d:
         for fmt in ("torch", "safetensors"):
-            storage.save_checkpoint(sd, d / f"c.{fmt}", fmt)
-            back = storage.load_checkpoint(d / f"c.{fmt}", fmt)
+            checkpoints.save_checkpoint(sd, d / f"c.{fmt}", fmt)
+            back = checkpoints.load_checkpoint(d / f"c.{fmt}", fmt)
             assert set(back) == set(sd)
             assert all(torch.equal(back[k], sd[k]) for k in sd)
-        rows = storage.bench_checkpoint(sd, d / "b", repeats=2)
+        rows = checkpoints.bench_checkpoint(sd, d / "b", repeats=2)
         assert not (d / "b" / "ckpt.pt").exists()
     assert [(r["format"], r["op"]) for r in rows] == [
         ("torch", "save"), ("torch", "load"), ("torch", "load mmap"),
@@ -556,13 +560,13 @@ def test_checkpoint_round_trip_and_bench(root):
 
 
 def test_checkpoint_rejects_bad_input(root):
-    with storage.scratch_dir(1 * MiB) as d:
+    with scratch.scratch_dir(1 * MiB) as d:
         with pytest.raises(ValueError, match="empty"):
-            storage.bench_checkpoint({}, d)
+            checkpoints.bench_checkpoint({}, d)
         with pytest.raises(ValueError, match="tensors only"):
-            storage.save_checkpoint({"step": 3}, d / "c", "safetensors")
+            checkpoints.save_checkpoint({"step": 3}, d / "c", "safetensors")
         with pytest.raises(ValueError):
-            storage.save_checkpoint(_tied_state_dict(), d / "c", "pickle")
+            checkpoints.save_checkpoint(_tied_state_dict(), d / "c", "pickle")
 
 
 # --------------------------------------------------------------------------- cited figures
@@ -574,7 +578,7 @@ TEXT_FIELDS = ("throughput", "scaling", "latency", "cost_class", "semantics")
 
 
 def test_every_cited_option_is_complete_and_sourced():
-    data = storage.storage_figures()
+    data = cited.storage_figures()
     keys = [o["key"] for o in data["options"]]
     assert set(keys) >= {"instance_store", "ebs_gp3", "ebs_io2", "efs", "fsx_lustre", "s3",
                          "mountpoint_s3", "s3_express"}
@@ -582,110 +586,110 @@ def test_every_cited_option_is_complete_and_sourced():
     for opt in data["options"]:
         for field in ("name", "type", *TEXT_FIELDS, "sources"):
             assert opt.get(field), f"{opt['key']}: missing {field}"
-        cited = set()
+        cited_fields = set()
         for src in opt["sources"]:
             assert src["url"].startswith("https://"), src
             assert src["title"].strip() and ISO_DATE.match(src["retrieved"]), src
             for field in src["fields"]:
                 assert field in opt, f"{opt['key']}: source cites unknown field {field!r}"
-            cited.update(src["fields"])
+            cited_fields.update(src["fields"])
         numeric = {k for k, v in opt.items() if k != "sources" and v is not None
                    and isinstance(v, (int, float, list)) and not isinstance(v, bool)}
-        assert numeric <= cited, f"{opt['key']}: uncited numbers {numeric - cited}"
+        assert numeric <= cited_fields, f"{opt['key']}: uncited numbers {numeric - cited_fields}"
 
 
 def test_storage_table_and_sources():
-    rows = storage.storage_table()
-    assert len(rows) == len(storage.storage_figures()["options"])
-    assert all(len(r) == len(storage.TABLE_COLUMNS) for r in rows)
-    assert all(r[2].startswith("https://") for r in storage.storage_sources())
+    rows = cited.storage_table()
+    assert len(rows) == len(cited.storage_figures()["options"])
+    assert all(len(r) == len(cited.TABLE_COLUMNS) for r in rows)
+    assert all(r[2].startswith("https://") for r in cited.storage_sources())
 
 
 def test_storage_figures_errors(tmp_path):
     with pytest.raises(RuntimeError, match="missing"):
-        storage.storage_figures(tmp_path / "nope.json")
+        cited.storage_figures(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(RuntimeError, match="not valid JSON"):
-        storage.storage_figures(tmp_path / "bad.json")
+        cited.storage_figures(tmp_path / "bad.json")
     (tmp_path / "empty.json").write_text("{}")
     with pytest.raises(RuntimeError, match="options"):
-        storage.storage_figures(tmp_path / "empty.json")
+        cited.storage_figures(tmp_path / "empty.json")
     with pytest.raises(ValueError, match="known: instance_store"):
-        storage.storage_option("floppy")
+        cited.storage_option("floppy")
 
 
 def test_fleet_load_seconds_bounds():
-    one = storage.fleet_load_seconds(140e9, 1, "fsx_lustre", client_Gbps=100)
+    one = cited.fleet_load_seconds(140e9, 1, "fsx_lustre", client_Gbps=100)
     assert one["bound"] == "client network" and one["seconds"] == pytest.approx(140e9 / 12.5e9)
-    many = storage.fleet_load_seconds(140e9, 32, "fsx_lustre", fsx_capacity_TiB=48)
+    many = cited.fleet_load_seconds(140e9, 32, "fsx_lustre", fsx_capacity_TiB=48)
     assert many["bound"].startswith("shared") and many["per_pod_MBps"] == pytest.approx(1500)
-    gp3 = [storage.fleet_load_seconds(140e9, n, "ebs_gp3")["seconds"] for n in (1, 64)]
+    gp3 = [cited.fleet_load_seconds(140e9, n, "ebs_gp3")["seconds"] for n in (1, 64)]
     assert gp3[0] == gp3[1]  # one volume per Pod: no sharing
-    default = storage.fleet_load_seconds(140e9, 8, "ebs_gp3", ebs_MiBps=125)
+    default = cited.fleet_load_seconds(140e9, 8, "ebs_gp3", ebs_MiBps=125)
     assert default["bound"] == "volume at 125 MiB/s"
     assert default["seconds"] == pytest.approx(140e9 / (125 * MiB))      # ~18 min
-    provisioned = storage.fleet_load_seconds(140e9, 8, "ebs_gp3")
+    provisioned = cited.fleet_load_seconds(140e9, 8, "ebs_gp3")
     assert provisioned["bound"] == "volume at 1,000 MiB/s"
-    capped = storage.fleet_load_seconds(140e9, 8, "ebs_gp3", ebs_MiBps=2000, ebs_instance_Gbps=10)
+    capped = cited.fleet_load_seconds(140e9, 8, "ebs_gp3", ebs_MiBps=2000, ebs_instance_Gbps=10)
     assert capped["bound"] == "instance EBS bandwidth" and capped["per_pod_MBps"] == 1250
     for bad in (100, 2001):
         with pytest.raises(ValueError, match="125-2000"):
-            storage.fleet_load_seconds(1e9, 1, "ebs_gp3", ebs_MiBps=bad)
+            cited.fleet_load_seconds(1e9, 1, "ebs_gp3", ebs_MiBps=bad)
     with pytest.raises(ValueError, match="EBS options only"):
-        storage.fleet_load_seconds(1e9, 1, "efs", ebs_MiBps=125)
-    s3 = storage.fleet_load_seconds(140e9, 1, "s3", connections=10)
+        cited.fleet_load_seconds(1e9, 1, "efs", ebs_MiBps=125)
+    s3 = cited.fleet_load_seconds(140e9, 1, "s3", connections=10)
     assert s3["bound"] == "parallel GETs" and s3["per_pod_MBps"] == pytest.approx(850)
-    assert storage.fleet_load_seconds(1e9, 1000, "s3")["bound"].startswith("shared request")
+    assert cited.fleet_load_seconds(1e9, 1000, "s3")["bound"].startswith("shared request")
     with pytest.raises(ValueError, match="fill it"):
-        storage.fleet_load_seconds(1e9, 1, "instance_store")
+        cited.fleet_load_seconds(1e9, 1, "instance_store")
     with pytest.raises(ValueError):
-        storage.fleet_load_seconds(0, 1, "s3")
+        cited.fleet_load_seconds(0, 1, "s3")
 
 
 def test_fleet_load_seconds_fsx_cached():
     """Cached FSx reads share the network baseline (2,600 MB/s per TiB at PERSISTENT-1000);
     the disks still deliver one copy; a checkpoint larger than the RAM cache is refused."""
-    disk = storage.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48)
-    cached = storage.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48,
+    on_disk = cited.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48)
+    cached = cited.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48,
                                         fsx_cached=True)
-    assert disk["per_pod_MBps"] == pytest.approx(48 * 1000 / 128)
+    assert on_disk["per_pod_MBps"] == pytest.approx(48 * 1000 / 128)
     assert cached["per_pod_MBps"] == pytest.approx(48 * 2600 / 128)
     assert cached["bound"].startswith("shared file system network")
-    one = storage.fleet_load_seconds(10e9, 1, "fsx_lustre", fsx_capacity_TiB=1.2,
+    one = cited.fleet_load_seconds(10e9, 1, "fsx_lustre", fsx_capacity_TiB=1.2,
                                      fsx_cached=True)
     assert one["bound"] == "file system disks, one copy for all Pods"
     assert one["per_pod_MBps"] == pytest.approx(1200)
-    ex = storage.fleet_load_seconds(140e9, 16, "fsx_lustre", fsx_capacity_TiB=19.2)
+    ex = cited.fleet_load_seconds(140e9, 16, "fsx_lustre", fsx_capacity_TiB=19.2)
     assert ex["seconds"] == pytest.approx(16 * 140e3 / 19200)      # chapter 07 exercise, ~117 s
     with pytest.raises(ValueError, match="RAM cache"):
-        storage.fleet_load_seconds(140e9, 2, "fsx_lustre", fsx_capacity_TiB=1.2, fsx_cached=True)
+        cited.fleet_load_seconds(140e9, 2, "fsx_lustre", fsx_capacity_TiB=1.2, fsx_cached=True)
     with pytest.raises(ValueError, match="fsx_lustre only"):
-        storage.fleet_load_seconds(1e9, 1, "efs", fsx_cached=True)
+        cited.fleet_load_seconds(1e9, 1, "efs", fsx_cached=True)
 
 
 def test_fsx_capacity_sizes_cited():
-    fsx = storage.storage_option("fsx_lustre")
+    fsx = cited.storage_option("fsx_lustre")
     assert fsx["capacity_sizes_GiB_first"] == [1200, 2400, 4800, 7200]
     assert fsx["capacity_step_GiB"] == 2400 and fsx["min_capacity_GiB"] == 1200
     assert "multiples of 2,400 GiB" in fsx["semantics"]
-    assert "512 KB" not in storage.storage_option("s3_express")["cost_class"]
-    assert "per_client_MBps" not in storage.storage_option("ebs_gp3")
+    assert "512 KB" not in cited.storage_option("s3_express")["cost_class"]
+    assert "per_client_MBps" not in cited.storage_option("ebs_gp3")
 
 
 # --------------------------------------------------------------------------- patterns
 
-from labkit import storage_patterns as sp  # noqa: E402
+from labkit.storage import patterns  # noqa: E402
 
 
 def test_ranged_get_reads_the_object_in_parallel(root):
-    with storage.scratch_dir(4 * MiB) as d:
-        f = storage.make_file(d / "obj.bin", 1 * MiB + 123)
-        with sp.LatencyServer([f], first_byte_ms=1, connection_MBps=None) as srv:
-            r = sp.ranged_get(srv.url("obj.bin"), 1 * MiB + 123, part_bytes=256 * KiB,
+    with scratch.scratch_dir(4 * MiB) as d:
+        f = disk.make_file(d / "obj.bin", 1 * MiB + 123)
+        with patterns.LatencyServer([f], first_byte_ms=1, connection_MBps=None) as srv:
+            r = patterns.ranged_get(srv.url("obj.bin"), 1 * MiB + 123, part_bytes=256 * KiB,
                               concurrency=3)
             assert r.nbytes == 1 * MiB + 123 and r.ops == 5 and srv.requests == 5
             with pytest.raises(RuntimeError, match="416|HTTP|short read"):
-                sp.ranged_get(srv.url("obj.bin"), 4 * MiB, part_bytes=2 * MiB)
+                patterns.ranged_get(srv.url("obj.bin"), 4 * MiB, part_bytes=2 * MiB)
             with pytest.raises(ValueError, match="not served"):
                 srv.url("other.bin")
             for bad in ("bytes=10-5", "bytes=5000000-", "bytes=x-1", "items=0-1"):
@@ -703,25 +707,25 @@ def test_ranged_get_reads_the_object_in_parallel(root):
 
 
 def test_latency_and_bandwidth_are_injected(root):
-    with storage.scratch_dir(1 * MiB) as d:
-        f = storage.make_file(d / "obj.bin", 256 * KiB)
-        with sp.LatencyServer([f], first_byte_ms=50, connection_MBps=None) as srv:
-            r = sp.ranged_get(srv.url("obj.bin"), 256 * KiB, part_bytes=256 * KiB)
+    with scratch.scratch_dir(1 * MiB) as d:
+        f = disk.make_file(d / "obj.bin", 256 * KiB)
+        with patterns.LatencyServer([f], first_byte_ms=50, connection_MBps=None) as srv:
+            r = patterns.ranged_get(srv.url("obj.bin"), 256 * KiB, part_bytes=256 * KiB)
         assert r.seconds >= 0.05
-        with sp.LatencyServer([f], first_byte_ms=0, connection_MBps=2.0) as srv:
-            r = sp.ranged_get(srv.url("obj.bin"), 256 * KiB, part_bytes=256 * KiB)
+        with patterns.LatencyServer([f], first_byte_ms=0, connection_MBps=2.0) as srv:
+            r = patterns.ranged_get(srv.url("obj.bin"), 256 * KiB, part_bytes=256 * KiB)
         assert r.seconds >= 0.12  # 262 kB at 2 MB/s
 
 
 def test_background_uploader_and_simulated_training(root):
-    with storage.scratch_dir(1 * MiB) as d:
-        ckpt = storage.make_file(d / "ckpt.bin", 64 * KiB)
+    with scratch.scratch_dir(1 * MiB) as d:
+        ckpt = disk.make_file(d / "ckpt.bin", 64 * KiB)
         save = lambda step: ckpt  # noqa: E731
-        sync = sp.simulate_training(save, steps=4, step_s=0.0, every=2,
-                                    upload=lambda p: sp.throttled_copy(p, d / "up.bin", 2.0))
+        sync = patterns.simulate_training(save, steps=4, step_s=0.0, every=2,
+                                    upload=lambda p: patterns.throttled_copy(p, d / "up.bin", 2.0))
         assert sync["drain_seconds"] == 0 and sync["upload_wait_seconds"] > 0.05
-        with sp.BackgroundUploader(d / "remote", MBps=2.0, max_pending=None) as up:
-            asyn = sp.simulate_training(save, steps=4, step_s=0.0, every=2, uploader=up)
+        with patterns.BackgroundUploader(d / "remote", MBps=2.0, max_pending=None) as up:
+            asyn = patterns.simulate_training(save, steps=4, step_s=0.0, every=2, uploader=up)
             uploads = up.wait()
         assert len(uploads) == 2 and (d / "remote" / "ckpt.bin").stat().st_size == 64 * KiB
         assert sync["stall_seconds"] > 0.05 > asyn["stall_seconds"]
@@ -729,30 +733,30 @@ def test_background_uploader_and_simulated_training(root):
         assert asyn["drain_seconds"] > 0.05 and up.most_pending == 2
         assert asyn["total_seconds"] >= asyn["drain_seconds"]
         with pytest.raises(KeyboardInterrupt):
-            with sp.BackgroundUploader(d / "r2", MBps=0.5) as up:
+            with patterns.BackgroundUploader(d / "r2", MBps=0.5) as up:
                 up.submit(ckpt)
                 raise KeyboardInterrupt
         assert up._thread is None  # joined
         with pytest.raises(ValueError):
-            sp.simulate_training(save, upload=print, uploader=up)
+            patterns.simulate_training(save, upload=print, uploader=up)
         with pytest.raises(ValueError, match="max_pending"):
-            sp.BackgroundUploader(d, MBps=1.0, max_pending=0)
+            patterns.BackgroundUploader(d, MBps=1.0, max_pending=0)
 
 
 def test_background_uploader_back_pressure(root):
     """Uploads slower than the checkpoint interval: the next save waits for the previous
     upload (one pending at most), and that wait is counted as a stall."""
-    with storage.scratch_dir(1 * MiB) as d:
-        ckpt = storage.make_file(d / "ckpt.bin", 100 * KiB)   # 0.1 s at 1 MB/s
+    with scratch.scratch_dir(1 * MiB) as d:
+        ckpt = disk.make_file(d / "ckpt.bin", 100 * KiB)   # 0.1 s at 1 MB/s
         save = lambda step: ckpt  # noqa: E731
-        with sp.BackgroundUploader(d / "remote", MBps=1.0) as up:
-            slow = sp.simulate_training(save, steps=6, step_s=0.01, every=2, uploader=up)
+        with patterns.BackgroundUploader(d / "remote", MBps=1.0) as up:
+            slow = patterns.simulate_training(save, steps=6, step_s=0.01, every=2, uploader=up)
         assert up.most_pending == 1 and len(up.uploads) == 3
         # interval 0.02 s, upload 0.1 s: the 2nd and 3rd checkpoints wait ~0.08 s each
         assert slow["upload_wait_seconds"] > 0.1 and up.waited_seconds == pytest.approx(
             slow["upload_wait_seconds"])
         assert slow["stall_seconds"] >= slow["upload_wait_seconds"]
         assert slow["drain_seconds"] > 0.05                     # the last upload
-        with sp.BackgroundUploader(d / "fast", MBps=100.0) as up:
-            fast = sp.simulate_training(save, steps=6, step_s=0.02, every=2, uploader=up)
+        with patterns.BackgroundUploader(d / "fast", MBps=100.0) as up:
+            fast = patterns.simulate_training(save, steps=6, step_s=0.02, every=2, uploader=up)
         assert fast["upload_wait_seconds"] < slow["upload_wait_seconds"] / 5

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from labkit.check import (LabCheckError, as_number, expect_close, passed, prediction_rows,
                           raise_if_slip)
-from labkit.distributed import amdahl_parallel_fraction, make_shards
+from labkit.distributed.parallelism import amdahl_parallel_fraction, make_shards
 
 __all__ = ["check_min_task_ms", "check_make_shards", "check_parallel_fraction",
            "check_permanent_failure", "check_actor_options", "check_actor_survived",

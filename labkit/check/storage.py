@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from labkit.check import LabCheckError, as_number, is_close, passed, prediction_rows
-from labkit.storage import RandomReadResult, fleet_load_seconds
+from labkit.storage.cited import fleet_load_seconds
+from labkit.storage.randread import RandomReadResult
 
 __all__ = ["reference_knee", "check_knee", "check_littles_law", "check_files_time",
            "check_workers_needed", "check_fastest_load", "check_fleet_estimate",
