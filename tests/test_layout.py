@@ -47,11 +47,7 @@ LAYERS = [
 ]
 
 #: Modules restructured by other helpers in parallel (issue 18): module prefix -> who.
-PENDING = {
-    "labkit.storage": "r2-storage", "labkit.storage_fio": "r2-storage",
-    "labkit.storage_patterns": "r2-storage", "labkit.storage_torch": "r2-storage",
-    "labkit.distributed": "r2-storage", "labkit.serving": "s1-router",
-}
+PENDING = {"labkit.serving": "s1-router"}
 
 
 # ----------------------------------------------------------------------------------- the tree
@@ -435,9 +431,8 @@ def test_old_path_keeps_its_names_and_warns(old):
     path = PKG / f"{old}.py"
     package = PKG / old / "__init__.py"
     source = path if path.exists() else package
-    if not is_shim(ast.parse(source.read_text())) and old != "training":
-        owner = pending_owner(f"labkit.{old}")
-        pytest.xfail(f"labkit.{old} is not a shim yet ({owner} restructures it)")
+    if source == path and not is_shim(ast.parse(source.read_text())):
+        pytest.fail(f"labkit.{old} is not a deprecation shim")
     for name in [n for n in list(sys.modules) if n == f"labkit.{old}"]:
         del sys.modules[name]
     with warnings.catch_warnings(record=True) as caught:

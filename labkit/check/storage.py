@@ -23,7 +23,7 @@ __all__ = ["reference_knee", "check_knee", "check_littles_law", "check_files_tim
 def reference_knee(rows: Sequence[Mapping], cache: str = "cold", source: str = "python",
                    fraction: float = 0.8) -> int:
     """The smallest block size whose median throughput reaches ``fraction`` of the best one
-    (rows as returned by ``labkit.storage.sweep_block_sizes``)."""
+    (rows as returned by :func:`labkit.storage.compare.sweep_block_sizes`)."""
     pts = sorted((r["block_size"], r["MBps"].median) for r in rows
                  if r["cache"] == cache and r["source"] == source)
     if not pts:
@@ -165,7 +165,7 @@ def check_workers_needed(answer: int, target_per_s: float, latency_ms: float,
 
 def check_fastest_load(answer: tuple[str, str], rows: Sequence[Mapping]) -> str:
     """Task 5: ``(format, op)`` of the load with the lowest median time in ``rows`` (as
-    returned by ``labkit.storage.bench_checkpoint``; saves do not count)."""
+    returned by :func:`labkit.storage.checkpoints.bench_checkpoint`; saves do not count)."""
     if not isinstance(answer, (tuple, list)) or len(answer) != 2 or not all(
             isinstance(a, str) for a in answer):
         raise LabCheckError(f"fastest_warm_load should be a tuple (format, op) of two strings, e.g. "
@@ -194,7 +194,7 @@ def check_fastest_load(answer: tuple[str, str], rows: Sequence[Mapping]) -> str:
 
 def check_fleet_estimate(seconds: float, total_bytes: float, pods: int, option: str,
                          **kwargs) -> str:
-    """Task 6: a hand-derived load time must match ``labkit.storage.fleet_load_seconds``
+    """Task 6: a hand-derived load time must match :func:`labkit.storage.cited.fleet_load_seconds`
     within 2 % (same bounds: the Pod's own limit or its share of the aggregate)."""
     got = as_number("efs_32_seconds", seconds)
     ref = fleet_load_seconds(total_bytes, pods, option, **kwargs)
