@@ -44,7 +44,7 @@ _NAMES = {
     "bench_serve": "bench", "bench_serve_cli": "bench", "bench_flood": "bench",
     "PrefixCache": "prefix_cache", "block_hashes": "prefix_cache",
     "POLICIES": "router", "Picker": "router", "start_router": "router", "route_cli": "router",
-    "RouterProcess": "router", "bench_route": "router",
+    "RouterProcess": "router", "bench_route": "routebench",
     "bench_route_cli": "routebench", "bench_prefix_cache": "routebench",
 }
 
