@@ -278,16 +278,16 @@ def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2),
                 del tensors
     ref_bytes = min(size, REFERENCE_BYTES)
     ref_warm = disk.read_file(path, MiB, cache="warm", limit_bytes=ref_bytes).MBps
-    fio = None
+    by_fio = None
     if fio.fio_path() is not None and size >= MiB:
         with scratch_dir(16 * MiB, root=workdir, prefix="labkit-delivery-") as d:
-            fio = compare.fio_seq_read(path, MiB, cache="cold", method="buffered",
-                                       size=ref_bytes, workdir=d)
-    if fio is not None:
-        ref_cold, source = fio.MBps, "fio, 1 MiB sequential, buffered, QD1"
+            by_fio = compare.fio_seq_read(path, MiB, cache="cold", method="buffered",
+                                          size=ref_bytes, workdir=d)
+    if by_fio is not None:
+        ref_cold, source = by_fio.MBps, "fio, 1 MiB sequential, buffered, QD1"
     else:
         ref_cold = disk.read_file(path, MiB, cache="cold", method="buffered",
-                                     limit_bytes=ref_bytes).MBps
+                                  limit_bytes=ref_bytes).MBps
         source = "Python 1 MiB read loop (fio not installed, or the file is under 1 MiB)"
     rows = []
     for (name, cache), secs in times.items():
