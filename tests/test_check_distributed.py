@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import distributed as dist
+from labkit.distributed import parallelism as dist
 from labkit.check import LabCheckError
 from labkit.check import distributed as check
 
