@@ -460,7 +460,8 @@ def code_of(text: str) -> str:
             cells = json.loads(text).get("cells", [])
         except ValueError:
             return text
-        return "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "code")
+        return "\n".join("".join(c.get("source", "")) for c in cells
+                         if c.get("cell_type") == "code")
     return text
 
 
@@ -504,7 +505,8 @@ def test_the_deprecated_import_finder():
     assert deprecated_imports("import labkit.models as m\n") == ["import labkit.models"]
     assert deprecated_imports("import os, labkit.memory as mem\n") == ["import labkit.memory"]
     assert deprecated_imports("import labkit.storage.disk as d\n") == []
-    assert deprecated_imports("from labkit import storage as st\n") == ["from labkit import storage"]
+    assert deprecated_imports("from labkit import storage as st\n") == \
+        ["from labkit import storage"]
     assert deprecated_imports("from labkit import (plots,\n    catalog as c)\n") == \
         ["from labkit import catalog"]
     assert deprecated_imports("def f():\n    from labkit.models import (\n        load_model,\n"

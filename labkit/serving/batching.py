@@ -5,9 +5,9 @@ one **iteration** at a time (:meth:`Scheduler.step`):
 
 1. release the slots of sequences that were aborted (client gone, timed out);
 2. **admit** waiting sequences into free slots (oldest first): each prompt is prefilled into
-   its slot (:meth:`~labkit.decoder.Decoder.prefill_slot`), which gives its first token;
+   its slot (:meth:`~labkit.inference.decoder.Decoder.prefill_slot`), which gives its first token;
 3. run **one decode step** for every occupied slot, each at its own position
-   (:meth:`~labkit.decoder.Decoder.decode_slots`), and hand every sequence its next token.
+   (:meth:`~labkit.inference.decoder.Decoder.decode_slots`), and hand every sequence its next token.
 
 The two batching modes differ only in *when* step 2 may admit:
 
@@ -24,7 +24,7 @@ different settings share a step and a greedy or seeded request gets the tokens i
 alone. Text is detokenized here, incrementally, and ``stop`` strings are applied (text that
 could be the start of a stop string is held back until it is not).
 
-Imports torch and :mod:`labkit.models`/:mod:`labkit.decoder` (lazily) and
+Imports torch, :mod:`labkit.inference` and :mod:`labkit.machine` (lazily) and
 :mod:`labkit.serving.protocol`; it knows nothing of HTTP or IPC.
 """
 
@@ -88,7 +88,7 @@ class Scheduler:
     """The batch of one engine (see the module docstring).
 
     Args:
-        model: a loaded :class:`~labkit.models.LanguageModel`.
+        model: a loaded :class:`~labkit.inference.language_model.LanguageModel`.
         config: the :class:`~labkit.serving.config.ServerConfig` (``batching``,
             ``max_batch_size``, ``max_queue_delay_ms``).
 

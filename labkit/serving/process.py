@@ -10,8 +10,8 @@ and exit with code 1.
 :class:`ServerProcess` starts ``python -m labkit serve`` on a free port of 127.0.0.1, waits for
 ``/readyz``, and always stops it: context manager, :meth:`~ServerProcess.stop`, atexit, and an
 exit-with-parent watchdog; it also makes sure the engine process is gone. Its log lives in a
-scratch folder under ``.scratch/`` (:mod:`labkit.scratch`), removed when it stops and swept at
-the next start if its owner died.
+scratch folder under ``.scratch/`` (:mod:`labkit.machine.scratch`), removed when it stops and
+swept at the next start if its owner died.
 
 Imports :mod:`labkit.serving.config` and (to run the server) :mod:`labkit.serving.frontend`.
 """
