@@ -124,8 +124,8 @@ def validate_manifest(doc: dict, k8s_version: str | None = None) -> str:
         return "crd schema"
 
 
-#: keys under which a custom resource embeds a Pod template: ``template`` (Jobs, PyTorchJob,
-#: RayCluster ...) and LeaderWorkerSet's ``leaderTemplate`` / ``workerTemplate``
+#: keys under which a custom resource embeds a Pod template (``template`` in Jobs, PyTorchJob,
+#: RayCluster ..., and LeaderWorkerSet's ``leaderTemplate`` / ``workerTemplate``)
 POD_TEMPLATE_KEYS = ("template", "leaderTemplate", "workerTemplate")
 
 

@@ -2,9 +2,10 @@
 
 Follows :mod:`labkit.check`: a check prints a success line (and returns it) when the answer is
 right, and raises :class:`labkit.check.LabCheckError` saying what to look at when it is not.
-References are recomputed from the learner's own measurements (a :class:`LoadResult` pair, or
-the dict :func:`labkit.serving.routebench.bench_route` returns), so the checks hold on any machine;
-only arithmetic, directions and the reading of a manifest are checked.
+References are recomputed from the learner's own measurements (a
+:class:`~labkit.serving.loadgen.LoadResult` pair, or the dict
+:func:`labkit.serving.routebench.bench_route` returns), so the checks hold on any machine; only
+arithmetic, directions and the reading of a manifest are checked.
 
 A ``bench_route`` result has one entry per policy (``round_robin``, ``least_outstanding``,
 ``prefix_aware``), each with ``ttft_p50_ms``, ``ttft_p95_ms``, ``req_per_s`` and
@@ -171,7 +172,7 @@ def check_least_outstanding_ratio(value, result: Mapping) -> str:
                   f"it balances counts, it does not know prefixes.")
 
 
-#: Task 3's question: when does least-outstanding beat round-robin? (the right one is "b")
+#: Task 3's question, when does least-outstanding beat round-robin? (the right one is "b")
 LEAST_OUTSTANDING_CHOICES = {
     "a": "when many requests share a long prefix",
     "b": "when requests differ widely in cost (short and long answers) or replicas differ in "

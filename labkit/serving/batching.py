@@ -119,7 +119,8 @@ class Scheduler:
     # -- requests ----------------------------------------------------------------------------
     def add(self, seq: Sequence) -> int:
         """Accept ``seq`` (its ``prompt_ids`` already encoded); returns its prompt tokens or
-        raises :class:`RequestError` 422 when prompt + ``max_tokens`` exceed the context."""
+        raises :class:`~labkit.serving.protocol.RequestError` 422 when prompt + ``max_tokens``
+        exceed the context."""
         from labkit.inference.tokenizer import IncrementalDetokenizer
 
         n, ctx = len(seq.prompt_ids), self.model.context_length

@@ -98,13 +98,13 @@ class LoadResult:
 
     @property
     def achieved_rate(self) -> float:
-        """Open loop: requests actually sent per second (below ``offered`` when this machine
+        """Requests actually sent per second, open loop (below ``offered`` when this machine
         could not keep up with the schedule, which a busy 2-core laptop may not)."""
         return len(self.statuses) / self.send_s if self.send_s > 0 else math.nan
 
     @property
     def ok(self) -> int:
-        """Successful requests: answered 200 and received in full."""
+        """Successful requests, answered 200 and received in full."""
         return sum(1 for s in self.statuses if s == 200) - self.broken
 
     @property
@@ -118,7 +118,7 @@ class LoadResult:
 
     @property
     def errors(self) -> dict[int, int]:
-        """Non-200 answers by status (0: no answer)."""
+        """Non-200 answers by status (0 for no answer)."""
         return dict(sorted(Counter(s for s in self.statuses if s != 200).items()))
 
     def _pct_ms(self, values, q):
@@ -197,7 +197,7 @@ def _run(coro):
     return box["value"]
 
 
-#: public name of :func:`_run`, for the other load generators of the package
+#: runs a coroutine to its end from a script or a notebook (for the other load generators)
 run_coroutine = _run
 
 #: what counts as a failed request rather than a bug: network errors and timeouts
@@ -415,17 +415,17 @@ class FloodResult:
 
     @property
     def rps(self) -> float:
-        """Goodput: requests answered 200 per second."""
+        """Goodput, requests answered 200 per second."""
         return self.ok / self.duration_s if self.duration_s > 0 else math.nan
 
     @property
     def answered_rps(self) -> float:
-        """All answers per second, refusals included (closed loop: the offered load)."""
+        """All answers per second, refusals included (in a closed loop, the offered load)."""
         return len(self.statuses) / self.duration_s if self.duration_s > 0 else math.nan
 
     @property
     def achieved_rate(self) -> float:
-        """Open loop: requests actually sent per second."""
+        """Requests actually sent per second, open loop."""
         return len(self.statuses) / self.send_s if self.send_s > 0 else math.nan
 
     @property

@@ -210,7 +210,7 @@ def serve_cli(argv: list[str]) -> int:
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
-#: prefix of the scratch folders that hold a server's log: ``labkit-serve-<owner pid>-…``
+#: prefix of the scratch folders that hold a server's log (``labkit-serve-<owner pid>-…``)
 LOG_PREFIX = "labkit-serve-"
 
 
@@ -292,7 +292,7 @@ class ServerProcess:
     @property
     def pid(self) -> int | None:
         """Process id of the front end (``python -m labkit serve``); the engine's is
-        :attr:`engine_pid` (the same with ``engine="thread"``)."""
+        ``engine_pid`` (the same with ``engine="thread"``)."""
         return self.proc.pid if self.proc else None
 
     def start(self, ready_timeout_s: float = 60.0) -> "ServerProcess":

@@ -40,7 +40,7 @@ from labkit.serving.router import POLICIES, RouterProcess
 __all__ = ["bench_route", "bench_route_cli", "bench_prefix_cache", "tenant_prompts",
            "shared_prefix_load", "round_robin_capacity", "WORDS"]
 
-#: words the system prompts are drawn from (the course's vocabulary: the tiny model's
+#: words the system prompts are drawn from (the course's vocabulary; the tiny model's
 #: tokenizer was trained on it, so they cost few tokens each)
 WORDS = ("the pod runs on a node of the cluster and the model server answers requests from "
          "users through a service with a gateway that routes traffic to replicas while the "

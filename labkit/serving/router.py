@@ -47,7 +47,7 @@ from collections import OrderedDict
 from labkit.serving.process import ServerProcess
 
 __all__ = ["POLICIES", "Picker", "Upstream", "prompt_text", "prefix_hashes", "create_router_app",
-           "route", "route_cli", "RouterProcess", "start_router",
+           "route", "route_cli", "RouterProcess", "start_router", "ROUTED",
            "BLOCK_CHARS", "TABLE_BLOCKS", "MAX_IMBALANCE"]
 
 #: routing policies
@@ -66,11 +66,11 @@ BLOCK_CHARS = 64
 #: blocks hashed at most per prompt (the plugin's ``DefaultMaxPrefixBlocks``)
 MAX_BLOCKS = 128
 
-#: block hashes the router remembers per replica (an LRU table: an approximation of what the
+#: block hashes the router remembers per replica (an LRU table, an approximation of what the
 #: replica's cache holds, kept from what the router sent there, never asked from the replica)
 TABLE_BLOCKS = 4096
 
-#: prefix_aware: a replica is a candidate only while its requests in flight are at most this
+#: with prefix_aware, a replica is a candidate only while its requests in flight are at most this
 #: many above the least loaded replica's (the load-balancing guard of prefix-aware routers)
 MAX_IMBALANCE = 4
 

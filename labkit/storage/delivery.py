@@ -38,7 +38,8 @@ from labkit.storage.measures import MiB
 
 __all__ = ["CITED", "SOURCES", "DTYPES", "weights_files", "read_header", "load_parallel",
            "load_safe_open", "drop_cached", "measure_delivery", "median_MBps", "image_pull_seconds",
-           "weights_load", "cold_start_terms", "DELIVERY_OPTIONS", "TCP_CLIENT_GBPS"]
+           "weights_load", "cold_start_terms", "DELIVERY_OPTIONS", "TCP_CLIENT_GBPS",
+           "REFERENCE_BYTES"]
 
 #: safetensors dtype names -> torch dtype names.
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
