@@ -17,7 +17,7 @@ import sys
 BENCHES: dict[str, str] = {
     "decode": "labkit.inference.decode_bench:bench_decode_cli",
     "quant": "labkit.inference.quant_bench:bench_quant_cli",
-    "storage": "labkit.storage:bench_storage_cli",
+    "storage": "labkit.storage.bench:bench_storage_cli",
     "serve": "labkit.serving.bench:bench_serve_cli",
     "route": "labkit.serving.routebench:bench_route_cli",
 }

@@ -124,15 +124,20 @@ def validate_manifest(doc: dict, k8s_version: str | None = None) -> str:
         return "crd schema"
 
 
+#: keys under which a custom resource embeds a Pod template (``template`` in Jobs, PyTorchJob,
+#: RayCluster ..., and LeaderWorkerSet's ``leaderTemplate`` / ``workerTemplate``)
+POD_TEMPLATE_KEYS = ("template", "leaderTemplate", "workerTemplate")
+
+
 def embedded_pod_templates(doc: dict, path: str = "") -> list[tuple[str, dict]]:
-    """Every Pod template inside a custom resource (a ``template`` whose ``spec`` has
-    ``containers``), with its dotted path: these are checked against the core PodTemplateSpec
-    schema in strict mode, on top of the course's CRD schema."""
+    """Every Pod template inside a custom resource (a :data:`POD_TEMPLATE_KEYS` value whose
+    ``spec`` has ``containers``), with its dotted path: these are checked against the core
+    PodTemplateSpec schema in strict mode, on top of the course's CRD schema."""
     found = []
     if isinstance(doc, dict):
         for key, value in doc.items():
             where = f"{path}.{key}" if path else str(key)
-            if (key == "template" and isinstance(value, dict)
+            if (key in POD_TEMPLATE_KEYS and isinstance(value, dict)
                     and isinstance(value.get("spec"), dict) and "containers" in value["spec"]):
                 found.append((where, value))
             else:

@@ -22,7 +22,7 @@ What it does, all offline and seeded:
 
 The result is deterministic for a given seed and thread count on the same machine and
 library versions (floating-point sums depend on how work is split across threads).
-Load it with `labkit.models.load_tiny_gpt()`.
+Load it with `labkit.inference.language_model.load_tiny_gpt()`.
 """
 
 from __future__ import annotations

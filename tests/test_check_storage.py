@@ -8,11 +8,12 @@ import math
 
 import pytest
 
-from labkit.storage import cited, randread
 from labkit.check import LabCheckError
 from labkit.check import storage as chk
 from labkit.machine.timing import Samples
+from labkit.storage.cited import fleet_load_seconds
 from labkit.storage.measures import KiB, MiB
+from labkit.storage.randread import RandomReadResult
 
 
 def _sweep_rows(with_fio: bool = True):
@@ -75,7 +76,7 @@ def test_check_knee_unfilled_cell():
 # --------------------------------------------------------------------------- Little's law
 
 def _run(threads=4, seconds=0.1, mean=100.0, p50=80.0):
-    return randread.RandomReadResult(ops=4000, block_size=4096, threads=threads, seconds=seconds,
+    return RandomReadResult(ops=4000, block_size=4096, threads=threads, seconds=seconds,
                                     latencies_us={"p50": p50, "mean": mean})
 
 
@@ -182,10 +183,10 @@ def test_check_fastest_load_rejects(answer, hint):
 # --------------------------------------------------------------------------- fleet estimate
 
 def test_check_fleet_estimate_accepts():
-    est = cited.fleet_load_seconds(140e9, 32, "efs")["seconds"]
+    est = fleet_load_seconds(140e9, 32, "efs")["seconds"]
     assert chk.check_fleet_estimate(est, 140e9, 32, "efs").startswith("140 GB")
     # the same function checks an EBS row, with its stated volume throughput
-    ebs = cited.fleet_load_seconds(140e9, 32, "ebs_gp3", ebs_MiBps=125)["seconds"]
+    ebs = fleet_load_seconds(140e9, 32, "ebs_gp3", ebs_MiBps=125)["seconds"]
     assert chk.check_fleet_estimate(ebs, 140e9, 32, "ebs_gp3", ebs_MiBps=125)
 
 
@@ -196,13 +197,13 @@ def test_check_fleet_estimate_accepts():
     (lambda s: s * 2, "Take the smaller"),
 ])
 def test_check_fleet_estimate_rejects(transform, hint):
-    est = cited.fleet_load_seconds(140e9, 32, "efs")["seconds"]
+    est = fleet_load_seconds(140e9, 32, "efs")["seconds"]
     with pytest.raises(LabCheckError, match=hint):
         chk.check_fleet_estimate(transform(est), 140e9, 32, "efs")
 
 
 def test_check_fleet_estimate_one_pod_alone():
-    alone = cited.fleet_load_seconds(140e9, 1, "efs")["seconds"]   # per-client cap only
+    alone = fleet_load_seconds(140e9, 1, "efs")["seconds"]   # per-client cap only
     with pytest.raises(LabCheckError, match="one Pod alone"):
         chk.check_fleet_estimate(alone, 140e9, 32, "efs")
     with pytest.raises(LabCheckError, match="still Ellipsis: replace it with your answer"):
@@ -220,8 +221,8 @@ def test_check_fleet_estimate_fsx_cached():
     """FSx with cached reads: the right answer passes; the disk-bound answer (2.6x slower) is
     rejected with the generic hint."""
     kw = {"fsx_capacity_TiB": 48, "fsx_cached": True}
-    cached = cited.fleet_load_seconds(140e9, 128, "fsx_lustre", **kw)["seconds"]
+    cached = fleet_load_seconds(140e9, 128, "fsx_lustre", **kw)["seconds"]
     assert "= " in chk.check_fleet_estimate(cached, 140e9, 128, "fsx_lustre", **kw)
-    disk = cited.fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48)["seconds"]
+    disk = fleet_load_seconds(140e9, 128, "fsx_lustre", fsx_capacity_TiB=48)["seconds"]
     with pytest.raises(LabCheckError, match="Take the smaller"):
         chk.check_fleet_estimate(disk, 140e9, 128, "fsx_lustre", **kw)

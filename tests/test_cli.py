@@ -1,6 +1,9 @@
 """The command line (`python -m labkit`): errors that say what is wrong and what to do."""
 
+import subprocess
 import sys
+
+import pytest
 
 from labkit import __main__ as cli
 
@@ -33,5 +36,34 @@ def test_every_bench_points_at_a_function_in_its_new_home():
     for name, target in cli.BENCHES.items():
         module_name, func = target.split(":")
         assert callable(getattr(importlib.import_module(module_name), func)), name
-    assert cli.BENCHES["decode"].startswith("labkit.inference.")
-    assert cli.BENCHES["quant"].startswith("labkit.inference.")
+    assert cli.BENCHES == {
+        "decode": "labkit.inference.decode_bench:bench_decode_cli",
+        "quant": "labkit.inference.quant_bench:bench_quant_cli",
+        "storage": "labkit.storage.bench:bench_storage_cli",
+        "serve": "labkit.serving.bench:bench_serve_cli",
+        "route": "labkit.serving.routebench:bench_route_cli",
+    }
+
+
+def test_no_bench_goes_through_a_deprecated_path():
+    """Each bench's module imports without a DeprecationWarning (in a fresh interpreter)."""
+    code = ("import importlib\n"
+            "for target in %r:\n"
+            "    module, func = target.split(':')\n"
+            "    getattr(importlib.import_module(module), func)\n") % list(cli.BENCHES.values())
+    run = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("command, module, func", [
+    ("serve", "labkit.serving.process", "serve_cli"),
+    ("route", "labkit.serving.router", "route_cli"),
+])
+def test_serve_and_route_run_their_new_homes(monkeypatch, command, module, func):
+    import importlib
+
+    seen = []
+    monkeypatch.setattr(importlib.import_module(module), func, lambda argv: seen.append(argv) or 0)
+    assert cli.main([command, "--help-me"]) == 0
+    assert seen == [["--help-me"]]

@@ -484,7 +484,7 @@ _KILLED_OWNER = r"""
 import pathlib, subprocess, sys, tempfile, time
 from labkit.distributed.processes import write_owner_file
 from labkit.distributed.session import RaySession
-from labkit.scratch import scratch_root
+from labkit.machine.scratch import scratch_root
 
 session = RaySession()
 session.start()

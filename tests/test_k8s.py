@@ -162,6 +162,20 @@ def test_every_schema_object_is_closed_or_says_why_not(schema_path):
     assert not open_objects, f"objects that accept any field without saying why: {open_objects}"
 
 
+def test_a_leaderworkerset_s_leader_and_worker_pod_templates_are_checked_strictly():
+    docs = k8s.load_manifests(ROOT / "book" / "manifests" / "09-leaderworkerset-vllm.yaml")
+    (doc,) = [d for d in docs if d["kind"] == "LeaderWorkerSet"]
+    found = dict(k8s.embedded_pod_templates(doc))
+    assert set(found) == {"spec.leaderWorkerTemplate.leaderTemplate",
+                          "spec.leaderWorkerTemplate.workerTemplate"}
+    k8s.validate_manifest(doc)
+    for role in ("leaderTemplate", "workerTemplate"):
+        bad = copy.deepcopy(doc)
+        bad["spec"]["leaderWorkerTemplate"][role]["spec"]["containers"][0]["imagee"] = "x"
+        with pytest.raises(ValueError, match="imagee"):
+            k8s.validate_manifest(bad)
+
+
 def test_a_pod_template_inside_a_custom_resource_is_checked_strictly():
     (doc,) = k8s.load_manifests(ROOT / "book" / "manifests" / "06-pytorchjob.yaml")
     (where, template), *_ = k8s.embedded_pod_templates(doc)

@@ -1,4 +1,4 @@
-"""labkit.model_delivery: the streamer-style loader, the measurement and the cold-start terms."""
+"""labkit.storage.delivery: the streamer-style loader, the measurement and the cold-start terms."""
 
 import json
 import math
@@ -8,7 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from labkit import catalog, model_delivery as md, storage
+from labkit.planning import catalog
+from labkit.storage import delivery as md
+from labkit.storage.cited import storage_option
+from labkit.storage.pagecache import aligned_buffer, cached_fraction
 
 
 @pytest.fixture
@@ -33,10 +36,10 @@ def test_load_parallel_returns_the_same_tensors_as_safetensors(st_file, threads)
 
 def test_load_parallel_reuses_a_buffer_and_refuses_a_small_one(st_file):
     path, tensors = st_file
-    buf = storage.aligned_buffer(1 << 20)
+    buf = aligned_buffer(1 << 20)
     assert torch.equal(md.load_parallel(path, 2, out=buf)["a"], tensors["a"])
     with pytest.raises(ValueError, match="needs"):
-        md.load_parallel(path, 1, out=storage.aligned_buffer(16))
+        md.load_parallel(path, 1, out=aligned_buffer(16))
     with pytest.raises(ValueError, match="threads"):
         md.load_parallel(path, 0)
 
@@ -68,7 +71,7 @@ def test_weights_files_says_how_to_prepare(tmp_path):
 def test_drop_cached_empties_the_page_cache_of_a_file(st_file):
     path, _ = st_file
     ok, frac = md.drop_cached(path)
-    if storage.cached_fraction(path) is not None:
+    if cached_fraction(path) is not None:
         assert ok and frac == 0.0
 
 
@@ -98,7 +101,7 @@ def test_image_pull_is_bound_by_root_volume_or_network():
 
 
 def test_streamer_default_concurrency_is_the_bound():
-    per_conn = storage.storage_option("s3")["per_connection_MBps"]
+    per_conn = storage_option("s3")["per_connection_MBps"]
     est = md.weights_load(140e9, "streamer_default")
     assert est["bound"] == "parallel GETs"
     assert math.isclose(est["MBps"], md.CITED["streamer_concurrency_object_store"] * per_conn)

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from labkit.models import load_tiny_gpt  # noqa: E402
+from labkit.inference.language_model import load_tiny_gpt  # noqa: E402
 from labkit.serving import config as cfg, frontend, process  # noqa: E402
 from labkit.serving.batching import Scheduler, Sequence  # noqa: E402
 from labkit.serving.prefix_cache import PrefixCache, block_hashes  # noqa: E402

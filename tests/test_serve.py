@@ -20,7 +20,7 @@ pytest.importorskip("fastapi")
 
 from labkit.serving import bench, config as cfg, frontend, loadgen, process  # noqa: E402
 from labkit.serving.batching import Scheduler, Sequence  # noqa: E402
-from labkit.models import load_tiny_gpt  # noqa: E402
+from labkit.inference.language_model import load_tiny_gpt  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +321,8 @@ def test_smollm2_chat_template_is_its_own_jinja_template():
 
 
 def test_smollm2s_own_template_frames_a_chat_as_chat_prompt_does():
-    from labkit.models import SMOLLM2_SYSTEM, smollm2_dir
+    from labkit.inference.language_model import SMOLLM2_SYSTEM
+    from labkit.inference.smollm2 import smollm2_dir
     from labkit.serving.protocol import render_chat
 
     path = smollm2_dir() / "chat_template.jinja"

@@ -7,7 +7,7 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
-from labkit.models import load_tiny_gpt  # noqa: E402
+from labkit.inference.language_model import load_tiny_gpt  # noqa: E402
 from labkit.serving import config as cfg, frontend  # noqa: E402
 from labkit.serving.protocol import render_chat  # noqa: E402
 

@@ -1,7 +1,6 @@
 import pytest
 
-from labkit import catalog
-from labkit.planning import sharing
+from labkit.planning import catalog, sharing
 
 
 @pytest.mark.parametrize("gpu", list(sharing.MIG_PROFILES))

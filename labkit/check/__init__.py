@@ -11,6 +11,7 @@ module             lab     topic
 ``serving``        Lab 4   serving
 ``distributed``    Lab 5   distributed work with Ray
 ``capacity``       Lab 6   capacity planning
+``routing``        Lab 7   routing LLM traffic
 =================  ======  ==================================
 
 A check prints what is right and returns it (:func:`passed`, a string a notebook does not echo
@@ -124,6 +125,18 @@ def rate_is_right(got: float, count: float, seconds: float, inverted_hint: str) 
     if is_close(got, count / (seconds * 1e3)):
         raise LabCheckError("the time looks like it was taken in milliseconds; use seconds.")
     return False
+
+
+def ratio_or_upside_down(got: float, want: float, success: str,
+                         upside_down: str) -> "Passed | None":
+    """:func:`passed` with ``success`` when ``got`` is the ratio ``want``; raise
+    :class:`LabCheckError` with ``upside_down`` when it is ``1 / want`` (numerator and
+    denominator swapped); None otherwise, for the check to diagnose further."""
+    if is_close(got, want):
+        return passed(success)
+    if is_close(got, 1 / want):
+        raise LabCheckError(upside_down)
+    return None
 
 
 class Passed(str):

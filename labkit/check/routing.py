@@ -2,9 +2,10 @@
 
 Follows :mod:`labkit.check`: a check prints a success line (and returns it) when the answer is
 right, and raises :class:`labkit.check.LabCheckError` saying what to look at when it is not.
-References are recomputed from the learner's own measurements (a :class:`LoadResult` pair, or
-the dict :func:`labkit.serving.router.bench_route` returns), so the checks hold on any machine;
-only arithmetic, directions and the reading of a manifest are checked.
+References are recomputed from the learner's own measurements (a
+:class:`~labkit.serving.loadgen.LoadResult` pair, or the dict
+:func:`labkit.serving.routebench.bench_route` returns), so the checks hold on any machine; only
+arithmetic, directions and the reading of a manifest are checked.
 
 A ``bench_route`` result has one entry per policy (``round_robin``, ``least_outstanding``,
 ``prefix_aware``), each with ``ttft_p50_ms``, ``ttft_p95_ms``, ``req_per_s`` and
@@ -16,7 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from labkit.check import LabCheckError, as_number, passed
+from labkit.check import (LabCheckError, as_number, is_close, off_by, passed,
+                          ratio_or_upside_down)
 
 __all__ = ["POLICIES", "check_prefix_cache_ratio", "check_prefix_vs_round_robin",
            "check_miss_ratio", "check_least_outstanding_ratio", "check_when_least_outstanding",
@@ -24,15 +26,6 @@ __all__ = ["POLICIES", "check_prefix_cache_ratio", "check_prefix_vs_round_robin"
 
 #: the three routing policies of ``bench_route``, in the order of its result
 POLICIES = ("round_robin", "least_outstanding", "prefix_aware")
-
-
-def _close(a: float, b: float, rel: float = 0.01) -> bool:
-    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
-
-
-def _off_by(got: float, want: float) -> str:
-    """`` (2.00x the expected value)`` when that helps, else empty."""
-    return f" ({got / want:.2f}x the expected value)" if want else ""
 
 
 def _row(result: Mapping, policy: str) -> Mapping:
@@ -60,31 +53,32 @@ def check_prefix_cache_ratio(value, cached, uncached) -> str:
         raise LabCheckError("a run has no time to first token: run both loads with "
                             "stream=True first.")
     want = on / off
-    if _close(got, want):
-        return passed(f"the first token came in {got:.2f}x the time with prefix caching: the "
-                      f"shared prefix was prefilled once, then read from the cache.")
-    if _close(got, 1 / want):
-        raise LabCheckError("upside down: divide the mean TTFT with caching by the one without "
-                            "(a number below 1 means caching helped).")
-    if _close(got, on * 1e-3 / off) or _close(got, on / (off * 1e-3)):
+    done = ratio_or_upside_down(
+        got, want, f"the first token came in {got:.2f}x the time with prefix caching: the "
+        f"shared prefix was prefilled once, then read from the cache.",
+        "upside down: divide the mean TTFT with caching by the one without (a number below 1 "
+        "means caching helped).")
+    if done:
+        return done
+    if is_close(got, on * 1e-3 / off) or is_close(got, on / (off * 1e-3)):
         raise LabCheckError("one TTFT is in seconds and the other in milliseconds: take "
                             "ttft_mean_ms of both runs.")
-    if _close(got, off - on) or _close(got, on - off):
+    if is_close(got, off - on) or is_close(got, on - off):
         raise LabCheckError("that is a difference in milliseconds; the question asks for a "
                             "ratio (with caching / without).")
-    if _close(got, 1 - want):
+    if is_close(got, 1 - want):
         raise LabCheckError("that is the share of TTFT saved (1 - ratio); give the ratio itself, "
                             "with caching / without.")
     p50_on, p50_off = _ttft(cached, "ttft_p50_ms"), _ttft(uncached, "ttft_p50_ms")
-    if p50_off and _close(got, p50_on / p50_off) and not _close(want, p50_on / p50_off):
+    if p50_off and is_close(got, p50_on / p50_off) and not is_close(want, p50_on / p50_off):
         raise LabCheckError("that is the ratio of the median TTFTs; the task asks for the mean "
                             "(ttft_mean_ms).")
     lat_on, lat_off = _ttft(cached, "p50_ms"), _ttft(uncached, "p50_ms")
-    if lat_off and _close(got, lat_on / lat_off) and not _close(want, lat_on / lat_off):
+    if lat_off and is_close(got, lat_on / lat_off) and not is_close(want, lat_on / lat_off):
         raise LabCheckError("that is the ratio of whole-request latencies, which include the "
                             "decode steps caching does not shorten; take the time to first "
                             "token (ttft_mean_ms).")
-    raise LabCheckError(f"cache_ratio = {got:.3g}, expected {want:.3g}{_off_by(got, want)} = "
+    raise LabCheckError(f"cache_ratio = {got:.3g}, expected {want:.3g}{off_by(got, want)} = "
                         f"mean TTFT with caching ({on:.1f} ms) / without ({off:.1f} ms).")
 
 
@@ -95,41 +89,47 @@ def _policy_ratio(name: str, got: float, result: Mapping, num: str, den: str,
     the other percentile, the other rows, throughput and hit-rate ratios. Returns the ratio."""
     rows = {p: _row(result, p) for p in POLICIES}
     want = rows[num][stat] / rows[den][stat]
-    if _close(got, want):
+    if is_close(got, want):
         return want
     label = {"ttft_p50_ms": "p50", "ttft_p95_ms": "p95"}
-    if _close(got, 1 / want):
+    if is_close(got, 1 / want):
         raise LabCheckError(f"upside down: {num} over {den} (below 1 means {num} is faster).")
     other = "ttft_p95_ms" if stat == "ttft_p50_ms" else "ttft_p50_ms"
-    if _close(got, rows[num][other] / rows[den][other]):
+    if is_close(got, rows[num][other] / rows[den][other]):
         raise LabCheckError(f"that is the {label[other]} ratio; the task asks for "
                             f"the {label[stat]} TTFT ({stat}).")
     for a in POLICIES:
         for b in POLICIES:
             if a != b and (a, b) != (num, den) and (
-                    _close(got, rows[a][stat] / rows[b][stat])):
+                    is_close(got, rows[a][stat] / rows[b][stat])):
                 if (a, b) == (den, num):
                     continue
                 raise LabCheckError(f"that is {a} / {b}; the task compares {num} with {den} "
                                     f"(result[{num!r}][{stat!r}] / result[{den!r}][{stat!r}]).")
     rps = rows[num]["req_per_s"] / rows[den]["req_per_s"]
-    if _close(got, rps) or _close(got, 1 / rps):
+    if is_close(got, rps) or is_close(got, 1 / rps):
         raise LabCheckError("that is a ratio of throughputs (req_per_s); the task asks about "
                             f"the time to first token ({stat}).")
     hits = (rows[num]["prefix_hit_rate"], rows[den]["prefix_hit_rate"])
-    if all(hits) and (_close(got, hits[0] / hits[1]) or _close(got, hits[1] / hits[0])):
+    if all(hits) and (is_close(got, hits[0] / hits[1]) or is_close(got, hits[1] / hits[0])):
         raise LabCheckError("that is a ratio of hit rates; the hit rates explain the answer, "
                             f"but the task asks for the ratio of {stat}.")
-    raise LabCheckError(f"{name} = {got:.3g}, expected {want:.3g}{_off_by(got, want)} = "
+    raise LabCheckError(f"{name} = {got:.3g}, expected {want:.3g}{off_by(got, want)} = "
                         f"result[{num!r}][{stat!r}] ({rows[num][stat]:.1f} ms) / "
                         f"result[{den!r}][{stat!r}] ({rows[den][stat]:.1f} ms).")
 
 
+def _over_round_robin(name: str, value, result: Mapping, policy: str):
+    """``value`` checked as ``policy``'s p50 TTFT over round-robin's (:func:`_policy_ratio`);
+    returns it as a number with the two rows of ``result``."""
+    got = as_number(name, value)
+    _policy_ratio(name, got, result, policy, "round_robin")
+    return got, result[policy], result["round_robin"]
+
+
 def check_prefix_vs_round_robin(value, result: Mapping) -> str:
     """Task 2: prefix-aware p50 TTFT over round-robin p50 TTFT, from one ``bench_route`` run."""
-    got = as_number("prefix_vs_rr", value)
-    _policy_ratio("prefix_vs_rr", got, result, "prefix_aware", "round_robin")
-    pa, rr = result["prefix_aware"], result["round_robin"]
+    got, pa, rr = _over_round_robin("prefix_vs_rr", value, result, "prefix_aware")
     return passed(f"prefix-aware routing: {got:.2f}x round-robin's median TTFT, with prefix "
                   f"hit rates of {pa['prefix_hit_rate']:.0%} against {rr['prefix_hit_rate']:.0%}.")
 
@@ -143,37 +143,36 @@ def check_miss_ratio(value, result: Mapping) -> str:
         raise LabCheckError("the prefix-aware hit rate is 100 %: no token was prefilled, so the "
                             "ratio is undefined; run bench_route with more tenants.")
     want = (1 - rr) / (1 - pa)
-    if _close(got, want):
-        return passed(f"round-robin prefilled {got:.1f}x the prompt tokens prefix-aware routing "
-                      f"did: that work is what its first tokens waited for.")
-    if _close(got, 1 / want):
-        raise LabCheckError("upside down: round-robin's miss rate over prefix-aware's (it "
-                            "misses more, so the ratio is above 1).")
-    if rr and pa and (_close(got, pa / rr) or _close(got, rr / pa)):
+    done = ratio_or_upside_down(
+        got, want, f"round-robin prefilled {got:.1f}x the prompt tokens prefix-aware routing "
+        f"did: that work is what its first tokens waited for.",
+        "upside down: round-robin's miss rate over prefix-aware's (it misses more, so the "
+        "ratio is above 1).")
+    if done:
+        return done
+    if rr and pa and (is_close(got, pa / rr) or is_close(got, rr / pa)):
         raise LabCheckError("that is a ratio of hit rates; the prefill work is what the cache "
                             "missed: miss rate = 1 - hit rate.")
-    if _close(got, pa - rr) or _close(got, 100 * (pa - rr)) or _close(got, rr - pa):
+    if is_close(got, pa - rr) or is_close(got, 100 * (pa - rr)) or is_close(got, rr - pa):
         raise LabCheckError("that is a difference of hit rates; the question asks how many "
                             "times more tokens were prefilled: (1 - rr) / (1 - pa).")
-    if _close(got, (100 - rr) / (100 - pa)) and not _close(want, (100 - rr) / (100 - pa)):
+    if is_close(got, (100 - rr) / (100 - pa)) and not is_close(want, (100 - rr) / (100 - pa)):
         raise LabCheckError("the hit rates are fractions (0 to 1), not percentages: the miss "
                             "rate is 1 - hit rate.")
-    raise LabCheckError(f"miss_ratio = {got:.3g}, expected {want:.3g}{_off_by(got, want)} = "
+    raise LabCheckError(f"miss_ratio = {got:.3g}, expected {want:.3g}{off_by(got, want)} = "
                         f"(1 - {rr:.3f}) / (1 - {pa:.3f}), round-robin's miss rate over "
                         f"prefix-aware's.")
 
 
 def check_least_outstanding_ratio(value, result: Mapping) -> str:
     """Task 3: least-outstanding p50 TTFT over round-robin p50 TTFT, same ``bench_route`` run."""
-    got = as_number("lo_vs_rr", value)
-    _policy_ratio("lo_vs_rr", got, result, "least_outstanding", "round_robin")
-    lo, rr = result["least_outstanding"], result["round_robin"]
+    got, lo, rr = _over_round_robin("lo_vs_rr", value, result, "least_outstanding")
     return passed(f"least-outstanding: {got:.2f}x round-robin's median TTFT; its prefix hit rate "
                   f"({lo['prefix_hit_rate']:.0%}) is round-robin's kind ({rr['prefix_hit_rate']:.0%}): "
                   f"it balances counts, it does not know prefixes.")
 
 
-#: Task 3's question: when does least-outstanding beat round-robin? (the right one is "b")
+#: Task 3's question, when does least-outstanding beat round-robin? (the right one is "b")
 LEAST_OUTSTANDING_CHOICES = {
     "a": "when many requests share a long prefix",
     "b": "when requests differ widely in cost (short and long answers) or replicas differ in "
@@ -218,25 +217,25 @@ def check_replicas(replicas_needed, per_replica_rps, *, tenants: int, rps_per_te
     pool = _row(result, policy)["req_per_s"]
     per = pool / replicas
     target = tenants * rps_per_tenant
-    if not _close(got_per, per):
-        if _close(got_per, pool):
+    if not is_close(got_per, per):
+        if is_close(got_per, pool):
             raise LabCheckError(f"per_replica_rps: that is the whole pool's throughput (all "
                                 f"{replicas} replicas); divide by {replicas}.")
-        if _close(got_per, 1 / per):
+        if is_close(got_per, 1 / per):
             raise LabCheckError("per_replica_rps: that is seconds per request; give requests "
                                 "per second.")
         for other in POLICIES:
-            if other != policy and _close(got_per, _row(result, other)["req_per_s"] / replicas):
+            if other != policy and is_close(got_per, _row(result, other)["req_per_s"] / replicas):
                 raise LabCheckError(f"per_replica_rps: that is {other}'s throughput; size with "
                                     f"the policy you will run, {policy}.")
         raise LabCheckError(f"per_replica_rps = {got_per:.3g}, expected {per:.3g}"
-                            f"{_off_by(got_per, per)} = result[{policy!r}]['req_per_s'] "
+                            f"{off_by(got_per, per)} = result[{policy!r}]['req_per_s'] "
                             f"({pool:.2f}) / {replicas} replicas.")
     want = math.ceil(target / per - 1e-9)
     if got_n == want:
         return passed(f"{tenants} tenants x {rps_per_tenant:g} req/s = {target:g} req/s: "
                       f"{want} replicas at {per:.1f} req/s each (this machine's figure).")
-    if _close(got_n, target / per) and got_n != want:
+    if is_close(got_n, target / per) and got_n != want:
         raise LabCheckError("a fraction of a replica is a whole replica: round up "
                             "(math.ceil).")
     if got_n == math.floor(target / per) or got_n == round(target / per):

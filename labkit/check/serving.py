@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from labkit.check import (LabCheckError, as_number, is_close, off_by, passed,
                           rate_is_right)
+from labkit.serving.metrics import metric_sum, metric_value
 
 __all__ = ["check_tokens_per_s", "check_speedup", "metric_value", "metric_sum",
            "check_mean_batch", "check_refused_share", "check_bad_requests", "check_knob_map",
@@ -68,29 +69,6 @@ def check_speedup(value, unbatched, batched, runs: Mapping | None = None) -> str
     raise LabCheckError(f"speedup = {got:.3g}, expected {want:.3g}{off_by(got, want)} = "
                         f"batched.rps ({batched.rps:.1f}) / unbatched.rps "
                         f"({unbatched.rps:.1f}).")
-
-
-def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
-    """The value of sample ``name`` (with ``labels``) in Prometheus text ``text``; 0 if absent."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    labels = dict(labels or {})
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
-def metric_sum(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
-    """The sum of every sample ``name`` whose labels include ``labels`` (e.g. a counter over
-    all its ``finished_reason`` values); 0 if none."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    labels = dict(labels or {})
-    return float(sum(sample.value for family in text_string_to_metric_families(text)
-                     for sample in family.samples if sample.name == name
-                     and all(sample.labels.get(k) == v for k, v in labels.items())))
 
 
 def check_mean_batch(value, metrics_text: str) -> str:

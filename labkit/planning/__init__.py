@@ -9,6 +9,8 @@ module        holds
 ``capacity``  models, replicas and nodes: what fits where, and how many are needed
 ``queueing``  queue and autoscaling simulations (latency percentiles, SLO violations)
 ``decide``    the decision guide: accelerator, instance and serving setup for a workload
+``gang``      gang (all-or-nothing) admission against Pod-by-Pod scheduling, simulated
+``sharing``   sharing one GPU (MIG, time-slicing, MPS): copies per GPU, who runs out of memory
 ============  ================================================================================
 
 Imports only :mod:`labkit.machine` and itself.

@@ -59,7 +59,7 @@ class GangResult:
 
     @property
     def free_gpu_hours(self) -> float:
-        """Accelerator-hours neither running nor held: free for other work."""
+        """Accelerator-hours neither running nor held, free for other work."""
         return self.cluster_gpus * self.hours - self.running_gpu_hours - self.idle_held_gpu_hours
 
     def at(self, t: float) -> tuple[int, int]:

@@ -14,7 +14,8 @@ Three NVIDIA mechanisms put several Pods on one GPU (chapter 08):
 :func:`simulate_allocations` replays a sequence of memory allocations to show *who* runs out of
 memory. :func:`busy_vs_sm_active` turns a kernel timeline into the two utilisation counters a
 DCGM exporter reports, to show why "GPU utilization" says little about how busy a GPU is. All
-pure arithmetic: the memory figures come from :mod:`labkit.capacity`, the profiles from NVIDIA.
+pure arithmetic: the memory figures come from :mod:`labkit.planning.capacity`, the profiles from
+NVIDIA.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@
 =============================  ================================================================
 module                         what it holds
 =============================  ================================================================
-:mod:`~.config`                :class:`ServerConfig` and the accepted names
+:mod:`~.config`                :class:`~labkit.serving.config.ServerConfig` and the
+                               accepted names
 :mod:`~.protocol`              OpenAI request validation, error bodies, chat templates
 :mod:`~.metrics`               the Prometheus metrics, under vLLM's names
 :mod:`~.batching`              the engine's scheduler: dynamic and continuous batching
 :mod:`~.engine`                the engine loop (own process or thread) and the front end's client
 :mod:`~.frontend`              the FastAPI app: routes, admission control, streaming
-:mod:`~.process`               ``python -m labkit serve`` and :class:`ServerProcess`
+:mod:`~.process`               ``python -m labkit serve`` and
+                               :class:`~labkit.serving.process.ServerProcess`
 :mod:`~.loadgen`               the load generators: closed loop, open loop, flood
 :mod:`~.bench`                 ``python -m labkit bench serve``
 :mod:`~.prefix_cache`          automatic prefix caching: hashed KV blocks reused across prompts
@@ -44,7 +46,7 @@ _NAMES = {
     "bench_serve": "bench", "bench_serve_cli": "bench", "bench_flood": "bench",
     "PrefixCache": "prefix_cache", "block_hashes": "prefix_cache",
     "POLICIES": "router", "Picker": "router", "start_router": "router", "route_cli": "router",
-    "RouterProcess": "router", "bench_route": "router",
+    "RouterProcess": "router", "bench_route": "routebench",
     "bench_route_cli": "routebench", "bench_prefix_cache": "routebench",
 }
 

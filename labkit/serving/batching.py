@@ -5,9 +5,9 @@ one **iteration** at a time (:meth:`Scheduler.step`):
 
 1. release the slots of sequences that were aborted (client gone, timed out);
 2. **admit** waiting sequences into free slots (oldest first): each prompt is prefilled into
-   its slot (:meth:`~labkit.decoder.Decoder.prefill_slot`), which gives its first token;
+   its slot (:meth:`~labkit.inference.decoder.Decoder.prefill_slot`), which gives its first token;
 3. run **one decode step** for every occupied slot, each at its own position
-   (:meth:`~labkit.decoder.Decoder.decode_slots`), and hand every sequence its next token.
+   (:meth:`~labkit.inference.decoder.Decoder.decode_slots`), and hand every sequence its next token.
 
 The two batching modes differ only in *when* step 2 may admit:
 
@@ -24,7 +24,7 @@ different settings share a step and a greedy or seeded request gets the tokens i
 alone. Text is detokenized here, incrementally, and ``stop`` strings are applied (text that
 could be the start of a stop string is held back until it is not).
 
-Imports torch and :mod:`labkit.models`/:mod:`labkit.decoder` (lazily) and
+Imports torch, :mod:`labkit.inference` and :mod:`labkit.machine` (lazily) and
 :mod:`labkit.serving.protocol`; it knows nothing of HTTP or IPC.
 """
 
@@ -70,12 +70,12 @@ def sample(logits, temperature: float, top_p: float, generator) -> int:
     the smallest set of tokens whose probability reaches ``top_p`` (nucleus sampling)."""
     import torch
 
-    from labkit.models import _pick
+    from labkit.inference.generation import pick_token
 
     if temperature == 0:
         return int(torch.argmax(logits, dim=-1)[0])
     if top_p >= 1.0:
-        return int(_pick(logits, temperature, None, generator)[0])
+        return int(pick_token(logits, temperature, None, generator)[0])
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     sorted_p, order = torch.sort(probs, dim=-1, descending=True)
     drop = torch.cumsum(sorted_p, dim=-1) - sorted_p >= top_p     # keeps at least one token
@@ -88,7 +88,7 @@ class Scheduler:
     """The batch of one engine (see the module docstring).
 
     Args:
-        model: a loaded :class:`~labkit.models.LanguageModel`.
+        model: a loaded :class:`~labkit.inference.language_model.LanguageModel`.
         config: the :class:`~labkit.serving.config.ServerConfig` (``batching``,
             ``max_batch_size``, ``max_queue_delay_ms``).
 
@@ -119,8 +119,9 @@ class Scheduler:
     # -- requests ----------------------------------------------------------------------------
     def add(self, seq: Sequence) -> int:
         """Accept ``seq`` (its ``prompt_ids`` already encoded); returns its prompt tokens or
-        raises :class:`RequestError` 422 when prompt + ``max_tokens`` exceed the context."""
-        from labkit.models import _IncrementalDetokenizer
+        raises :class:`~labkit.serving.protocol.RequestError` 422 when prompt + ``max_tokens``
+        exceed the context."""
+        from labkit.inference.tokenizer import IncrementalDetokenizer
 
         n, ctx = len(seq.prompt_ids), self.model.context_length
         if n < 1:
@@ -129,7 +130,7 @@ class Scheduler:
             raise RequestError(422, f"the prompt has {n} tokens; with max_tokens "
                                     f"{seq.max_tokens} that exceeds the context of {ctx} "
                                     f"tokens", param="max_tokens")
-        seq.detok = _IncrementalDetokenizer(self.model.tokenizer)
+        seq.detok = IncrementalDetokenizer(self.model.tokenizer)
         self.waiting.append(seq)
         self.by_rid[seq.rid] = seq
         return n
@@ -179,13 +180,13 @@ class Scheduler:
         """
         import torch
 
-        from labkit.models import num_threads
+        from labkit.machine.facts import torch_threads
 
         events: list = []
         observed = {"batch_sizes": [], "queue_times": [], "prefix_queries": 0,
                     "prefix_hits": 0}
         try:
-            with torch.inference_mode(), num_threads(self.config.threads):
+            with torch.inference_mode(), torch_threads(self.config.threads):
                 if self.cache is None:
                     self.cache = self.model.net.new_slot_cache(
                         self.slots, min(self.model.context_length, self.INITIAL_CAPACITY))

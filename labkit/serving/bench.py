@@ -21,8 +21,8 @@ from labkit.serving.process import start_server
 
 __all__ = ["bench_serve", "bench_serve_cli", "bench_flood", "FLOOD_TARGETS"]
 
-#: the targets of issue #14 for a flood: goodput ratio at least, 5xx at most, p99 of a 429 and
-#: worst /healthz at most (ms)
+#: the targets of issue #14 for a flood (goodput ratio at least, 5xx at most, p99 of a 429
+#: and worst /healthz at most, in ms)
 FLOOD_TARGETS = {"flood_goodput_ratio": 0.9, "flood_5xx": 0, "flood_429_p99_ms": 50.0,
                  "flood_healthz_max_ms": 100.0}
 

@@ -59,7 +59,7 @@ def _prompt_text(model, request: dict) -> str:
     template = CHAT_TEMPLATES[model.name]
     source = None
     if template == "model":
-        from labkit.models import smollm2_dir
+        from labkit.inference.smollm2 import smollm2_dir
 
         source = (smollm2_dir() / "chat_template.jinja").read_text()
     return render_chat(request["messages"], template, source)
@@ -81,7 +81,7 @@ def run_engine(config: ServerConfig, in_addr: str, out_addr: str, *, model=None,
         if model is None:
             import torch
 
-            from labkit.models import load_model
+            from labkit.inference.loading import load_model
 
             torch.set_num_threads(config.threads)
             model = load_model(config.model)

@@ -106,10 +106,11 @@ def create_app(config: ServerConfig | None = None, model=None, *, on_engine_deat
 
     Args:
         config: :class:`~labkit.serving.config.ServerConfig` (default settings when None).
-        model: an already loaded :class:`~labkit.models.LanguageModel` (tests pass one): the
-            engine then runs in a thread of this process with it. When None the engine loads
-            ``config.model`` itself, in its own process (``config.engine == "process"``) or a
-            thread; ``/readyz`` answers 503 until it is loaded.
+        model: an already loaded :class:`~labkit.inference.language_model.LanguageModel`
+            (tests pass one): the engine then runs in a thread of this process with it. When
+            None the engine loads ``config.model`` itself, in its own process
+            (``config.engine == "process"``) or a thread; ``/readyz`` answers 503 until it is
+            loaded.
         on_engine_death: called with a reason when the engine dies (the server passes a
             function that stops it with a non-zero exit code).
 

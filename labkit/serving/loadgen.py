@@ -34,7 +34,8 @@ the run happens on a thread of its own, and interrupting the kernel cancels it).
   the server can serve, so the client must cost as little CPU per request as it can. It also
   times ``GET /healthz`` every 50 ms on a connection of its own.
 
-Imports nothing from the rest of :mod:`labkit.serving` (it talks HTTP only).
+Imports nothing from the rest of :mod:`labkit.serving` (it talks HTTP only); its
+``percentile`` is :func:`labkit.machine.timing.percentile`.
 """
 
 from __future__ import annotations
@@ -49,21 +50,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from labkit.machine.timing import percentile
+
 __all__ = ["LoadResult", "FloodResult", "closed_loop", "open_loop", "flood", "percentile",
-           "MAX_REQUESTS", "run_coroutine"]
+           "MAX_REQUESTS", "run_coroutine", "stream_events", "poisson_arrivals"]
 
 #: hard cap on the requests of one run, whatever the arguments
 MAX_REQUESTS = 20_000
-
-
-def percentile(values, q: float) -> float:
-    """The ``q``-th percentile (0–100) of ``values``, linear interpolation; nan when empty."""
-    data = sorted(values)
-    if not data:
-        return math.nan
-    k = (len(data) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return data[lo] + (data[hi] - data[lo]) * (k - lo)
 
 
 @dataclass
@@ -105,13 +98,13 @@ class LoadResult:
 
     @property
     def achieved_rate(self) -> float:
-        """Open loop: requests actually sent per second (below ``offered`` when this machine
+        """Requests actually sent per second, open loop (below ``offered`` when this machine
         could not keep up with the schedule, which a busy 2-core laptop may not)."""
         return len(self.statuses) / self.send_s if self.send_s > 0 else math.nan
 
     @property
     def ok(self) -> int:
-        """Successful requests: answered 200 and received in full."""
+        """Successful requests, answered 200 and received in full."""
         return sum(1 for s in self.statuses if s == 200) - self.broken
 
     @property
@@ -125,7 +118,7 @@ class LoadResult:
 
     @property
     def errors(self) -> dict[int, int]:
-        """Non-200 answers by status (0: no answer)."""
+        """Non-200 answers by status (0 for no answer)."""
         return dict(sorted(Counter(s for s in self.statuses if s != 200).items()))
 
     def _pct_ms(self, values, q):
@@ -204,7 +197,7 @@ def _run(coro):
     return box["value"]
 
 
-#: public name of :func:`_run`, for the other load generators of the package
+#: runs a coroutine to its end from a script or a notebook (for the other load generators)
 run_coroutine = _run
 
 #: what counts as a failed request rather than a bug: network errors and timeouts
@@ -217,6 +210,33 @@ def _network_errors() -> tuple:
     return (httpx.HTTPError, *NETWORK_ERRORS)
 
 
+async def stream_events(resp):
+    """The JSON events of a streamed (server-sent events) answer ``resp``, in order, up to
+    ``data: [DONE]``; lines that carry no ``data:`` event are skipped."""
+    async for line in resp.aiter_lines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        yield json.loads(line[6:])
+
+
+async def poisson_arrivals(rng: random.Random, rate: float, duration_s: float, start: float,
+                           limit: int, launch) -> list:
+    """Start ``launch(at)`` as a task at each arrival (scheduled ``perf_counter()`` ``at``) of
+    a Poisson process of ``rate``/s from ``start`` (gaps drawn from ``rng``), for ``duration_s``
+    seconds or ``limit`` tasks; returns the tasks, not awaited."""
+    tasks: list = []
+    t = 0.0
+    while len(tasks) < limit:
+        t += rng.expovariate(rate)            # Poisson arrivals: exponential gaps
+        if t >= duration_s:
+            break
+        delay = start + t - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(launch(start + t)))
+    return tasks
+
+
 async def _one(client, url: str, body: dict, result: LoadResult, timeout_s: float,
                start: float | None = None) -> None:
     start = time.perf_counter() if start is None else start
@@ -226,10 +246,7 @@ async def _one(client, url: str, body: dict, result: LoadResult, timeout_s: floa
             async with client.stream("POST", url, json=body, timeout=timeout_s) as resp:
                 status = resp.status_code
                 pieces, first, usage = 0, None, None
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    event = json.loads(line[6:])
+                async for event in stream_events(resp):
                     if "error" in event:                # the server's own failure report
                         status = event["error"].get("code", 500)
                         break
@@ -330,7 +347,6 @@ async def _open(url, rate, duration_s, next_body, timeout_s, seed, max_requests,
     # generator more CPU than the server spends refusing it. Requests waiting for a connection
     # count in their latency, as they would for a user behind a proxy.
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    tasks = []
     # Requests beyond the pool wait on a semaphore (cheap, first come first served) rather than
     # inside httpx's pool; their latency counts from the scheduled arrival time, so waiting on
     # this side is not hidden ("coordinated omission").
@@ -341,15 +357,8 @@ async def _open(url, rate, duration_s, next_body, timeout_s, seed, max_requests,
                 await _one(client, url, body, result, timeout_s, start=arrival)
 
         start = time.perf_counter()
-        t = 0.0
-        while len(tasks) < max_requests:
-            t += rng.expovariate(rate)            # Poisson arrivals: exponential gaps
-            if t >= duration_s:
-                break
-            delay = start + t - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send(start + t, next_body())))
+        tasks = await poisson_arrivals(rng, rate, duration_s, start, max_requests,
+                                       lambda at: send(at, next_body()))
         result.send_s = time.perf_counter() - start
         await asyncio.gather(*tasks)
         result.duration_s = time.perf_counter() - start
@@ -406,17 +415,17 @@ class FloodResult:
 
     @property
     def rps(self) -> float:
-        """Goodput: requests answered 200 per second."""
+        """Goodput, requests answered 200 per second."""
         return self.ok / self.duration_s if self.duration_s > 0 else math.nan
 
     @property
     def answered_rps(self) -> float:
-        """All answers per second, refusals included (closed loop: the offered load)."""
+        """All answers per second, refusals included (in a closed loop, the offered load)."""
         return len(self.statuses) / self.duration_s if self.duration_s > 0 else math.nan
 
     @property
     def achieved_rate(self) -> float:
-        """Open loop: requests actually sent per second."""
+        """Requests actually sent per second, open loop."""
         return len(self.statuses) / self.send_s if self.send_s > 0 else math.nan
 
     @property
@@ -537,7 +546,6 @@ async def _flood(host, port, path, payload, connections, duration_s, rate, seed,
             free: asyncio.Queue = asyncio.Queue()
             for _ in range(connections):
                 free.put_nowait([None, None])
-            tasks, t = [], 0.0
 
             async def arrive(at: float) -> None:
                 conn = await free.get()          # waiting for a connection counts in latency
@@ -546,14 +554,8 @@ async def _flood(host, port, path, payload, connections, duration_s, rate, seed,
                 finally:
                     free.put_nowait(conn)
 
-            while len(tasks) < MAX_REQUESTS * 5:
-                t += rng.expovariate(rate)
-                if t >= duration_s:
-                    break
-                delay = start + t - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(arrive(start + t)))
+            tasks = await poisson_arrivals(rng, rate, duration_s, start, MAX_REQUESTS * 5,
+                                           arrive)
             result.send_s = time.perf_counter() - start
             await asyncio.gather(*tasks)
             while not free.empty():

@@ -10,12 +10,15 @@ Deployment. Metrics vLLM has no counterpart for keep a ``labkit_`` prefix:
 (requests accepted and not yet answered) and ``labkit_batch_size``.
 
 Imports only prometheus_client; :mod:`labkit.serving.frontend` owns the one instance of a
-server and feeds it from the engine's stats.
+server and feeds it from the engine's stats. :func:`metric_value` and :func:`metric_sum` read
+samples back from the text format (the benches, the lab checks and the tests use them).
 """
 
 from __future__ import annotations
 
-__all__ = ["Metrics", "VLLM_METRICS"]
+from collections.abc import Mapping
+
+__all__ = ["Metrics", "VLLM_METRICS", "metric_value", "metric_sum"]
 
 #: vLLM's metric names this server exports (as they appear in the text format), and their types
 VLLM_METRICS = {
@@ -121,3 +124,26 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The value of sample ``name`` (with ``labels``) in Prometheus text ``text``; 0 if absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    labels = dict(labels or {})
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def metric_sum(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The sum of every sample ``name`` whose labels include ``labels`` (e.g. a counter over
+    all its ``finished_reason`` values); 0 if none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    labels = dict(labels or {})
+    return float(sum(sample.value for family in text_string_to_metric_families(text)
+                     for sample in family.samples if sample.name == name
+                     and all(sample.labels.get(k) == v for k, v in labels.items())))

@@ -17,8 +17,9 @@ holds (it read them or wrote them) are pinned; a block no sequence holds may be 
 least recently used first. When every block is pinned a new block is simply not cached.
 
 What differs from vLLM: vLLM's blocks *are* the sequences' KV memory (paged attention), so a hit
-costs nothing; here a slot is one contiguous row (:class:`~labkit.decoder.SlotCache`), so a hit
-costs a copy of the block into the slot, far cheaper than recomputing it.
+costs nothing; here a slot is one contiguous row
+(:class:`~labkit.inference.kv_cache.SlotCache`), so a hit costs a copy of the block into the
+slot, far cheaper than recomputing it.
 
 Counters ``queries`` and ``hits`` count **tokens** (prompt tokens looked up, and tokens found),
 the units of vLLM's ``vllm:prefix_cache_queries`` / ``vllm:prefix_cache_hits``.
@@ -123,7 +124,7 @@ class PrefixCache:
 
     def load(self, keys: list[bytes], cache, slot: int) -> None:
         """Copy the blocks ``keys`` (a prefix, in order) into positions ``0 ..`` of ``slot`` of
-        the :class:`~labkit.decoder.SlotCache` ``cache`` and set its length."""
+        the :class:`~labkit.inference.kv_cache.SlotCache` ``cache`` and set its length."""
         import torch
 
         if not keys:

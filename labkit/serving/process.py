@@ -10,8 +10,8 @@ and exit with code 1.
 :class:`ServerProcess` starts ``python -m labkit serve`` on a free port of 127.0.0.1, waits for
 ``/readyz``, and always stops it: context manager, :meth:`~ServerProcess.stop`, atexit, and an
 exit-with-parent watchdog; it also makes sure the engine process is gone. Its log lives in a
-scratch folder under ``.scratch/`` (:mod:`labkit.scratch`), removed when it stops and swept at
-the next start if its owner died.
+scratch folder under ``.scratch/`` (:mod:`labkit.machine.scratch`), removed when it stops and
+swept at the next start if its owner died.
 
 Imports :mod:`labkit.serving.config` and (to run the server) :mod:`labkit.serving.frontend`.
 """
@@ -23,7 +23,6 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import time
 import weakref
 from pathlib import Path
 
+from labkit.machine.net import free_port
 from labkit.serving.config import BATCHING, ENGINES, MODELS, ServerConfig
 
 __all__ = ["serve", "serve_cli", "ServerProcess", "start_server", "free_port", "option_flags",
@@ -208,16 +208,9 @@ def serve_cli(argv: list[str]) -> int:
                  log_level=args.log_level, switch_interval=interval)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
-#: prefix of the scratch folders that hold a server's log: ``labkit-serve-<owner pid>-…``
+#: prefix of the scratch folders that hold a server's log (``labkit-serve-<owner pid>-…``)
 LOG_PREFIX = "labkit-serve-"
 
 
@@ -261,7 +254,7 @@ def sweep_logs(root: str | os.PathLike | None = None) -> list[Path]:
     could clean up); returns the folders removed. Folders of live owners are kept."""
     import shutil
 
-    from labkit.scratch import scratch_root
+    from labkit.machine.scratch import scratch_root
 
     base = Path(root) if root else scratch_root()
     removed = []
@@ -299,7 +292,7 @@ class ServerProcess:
     @property
     def pid(self) -> int | None:
         """Process id of the front end (``python -m labkit serve``); the engine's is
-        :attr:`engine_pid` (the same with ``engine="thread"``)."""
+        ``engine_pid`` (the same with ``engine="thread"``)."""
         return self.proc.pid if self.proc else None
 
     def start(self, ready_timeout_s: float = 60.0) -> "ServerProcess":
@@ -307,7 +300,7 @@ class ServerProcess:
         if it does not within ``ready_timeout_s``."""
         import httpx
 
-        from labkit.scratch import scratch_dir
+        from labkit.machine.scratch import scratch_dir
 
         options = {"exit_with_parent": True, **self.options}
         cmd = [sys.executable, "-m", "labkit", self.COMMAND, "--port", str(self.port),
@@ -357,7 +350,7 @@ class ServerProcess:
         """The current value of one sample of the server's ``/metrics`` (0 if absent)."""
         import httpx
 
-        from labkit.check.serving import metric_value
+        from labkit.serving.metrics import metric_value
 
         return metric_value(httpx.get(self.url + "/metrics", timeout=10).text, name, labels)
 

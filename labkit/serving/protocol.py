@@ -31,11 +31,11 @@ __all__ = ["RequestError", "error_body", "parse_request", "render_chat", "CHAT_T
 #: most stop strings per request (OpenAI's limit)
 MAX_STOP = 4
 
-#: the chat format of each model: SmolLM2 ships its own Jinja template (ChatML); the tiny
+#: the chat format of each model; SmolLM2 ships its own Jinja template (ChatML); the tiny
 #: model was never trained on chats and gets the documented plain template below
 CHAT_TEMPLATES = {"smollm2": "model", "tiny-gpt": "plain"}
 
-#: the tiny model's chat template: one ``role: content`` line per message, then
+#: the tiny model's chat template, one ``role: content`` line per message, then
 #: ``assistant:`` (a plain, documented format; the model was not trained on it)
 PLAIN_TEMPLATE = "{role}: {content}\n"
 

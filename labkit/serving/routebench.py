@@ -33,14 +33,14 @@ import sys
 import threading
 import time
 
-from labkit.serving.loadgen import LoadResult, percentile, run_coroutine
+from labkit.serving.loadgen import LoadResult, percentile, run_coroutine, stream_events
 from labkit.serving.process import ServerProcess
 from labkit.serving.router import POLICIES, RouterProcess
 
 __all__ = ["bench_route", "bench_route_cli", "bench_prefix_cache", "tenant_prompts",
            "shared_prefix_load", "round_robin_capacity", "WORDS"]
 
-#: words the system prompts are drawn from (the course's vocabulary: the tiny model's
+#: words the system prompts are drawn from (the course's vocabulary; the tiny model's
 #: tokenizer was trained on it, so they cost few tokens each)
 WORDS = ("the pod runs on a node of the cluster and the model server answers requests from "
          "users through a service with a gateway that routes traffic to replicas while the "
@@ -73,10 +73,7 @@ async def _send(client, url: str, body: dict, start: float, result: LoadResult) 
     try:
         async with client.stream("POST", url, json=body) as resp:
             status = resp.status_code
-            async for line in resp.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                event = json.loads(line[6:])
+            async for event in stream_events(resp):
                 if "error" in event:
                     status = event["error"].get("code", 500)
                     break
@@ -166,7 +163,7 @@ def round_robin_capacity(router_url: str, prompts: list[str], requests: int = 60
 def _counters(url: str) -> tuple[float, float]:
     import httpx
 
-    from labkit.check.serving import metric_sum
+    from labkit.serving.metrics import metric_sum
 
     text = httpx.get(url + "/metrics", timeout=30).text
     return (metric_sum(text, "vllm:prefix_cache_hits_total"),

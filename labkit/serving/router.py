@@ -16,8 +16,8 @@ API (what Lab 7 uses):
   subprocess on 127.0.0.1 and returns an object with ``.url`` (a
   :class:`~labkit.serving.process.ServerProcess`: always stopped, no process left behind).
 - :class:`Picker`: the policies alone, no HTTP (deterministic; what the unit tests drive).
-- :func:`bench_route` ``(replicas=3, requests=..., tenants=..., seed=0, ...) -> dict`` and
-  ``python -m labkit bench route --json`` (:mod:`labkit.serving.routebench`): one JSON object
+- :func:`labkit.serving.routebench.bench_route` ``(replicas=3, requests=..., tenants=...,
+  seed=0, ...) -> dict`` and ``python -m labkit bench route --json``: one JSON object
   with keys ``round_robin``, ``least_outstanding``, ``prefix_aware``, each an object with
   ``ttft_p50_ms``, ``ttft_p95_ms``, ``ttft_mean_ms``, ``req_per_s``, ``prefix_hit_rate``
   (hit tokens / queried tokens, from the replicas' ``vllm:prefix_cache_*`` counters),
@@ -47,7 +47,7 @@ from collections import OrderedDict
 from labkit.serving.process import ServerProcess
 
 __all__ = ["POLICIES", "Picker", "Upstream", "prompt_text", "prefix_hashes", "create_router_app",
-           "route", "route_cli", "RouterProcess", "start_router", "bench_route",
+           "route", "route_cli", "RouterProcess", "start_router", "ROUTED",
            "BLOCK_CHARS", "TABLE_BLOCKS", "MAX_IMBALANCE"]
 
 #: routing policies
@@ -66,11 +66,11 @@ BLOCK_CHARS = 64
 #: blocks hashed at most per prompt (the plugin's ``DefaultMaxPrefixBlocks``)
 MAX_BLOCKS = 128
 
-#: block hashes the router remembers per replica (an LRU table: an approximation of what the
+#: block hashes the router remembers per replica (an LRU table, an approximation of what the
 #: replica's cache holds, kept from what the router sent there, never asked from the replica)
 TABLE_BLOCKS = 4096
 
-#: prefix_aware: a replica is a candidate only while its requests in flight are at most this
+#: with prefix_aware, a replica is a candidate only while its requests in flight are at most this
 #: many above the least loaded replica's (the load-balancing guard of prefix-aware routers)
 MAX_IMBALANCE = 4
 
@@ -496,13 +496,3 @@ def start_router(urls, policy: str = "round_robin", port: int | None = None,
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {policy!r}")
     return RouterProcess(port, replica=urls, policy=policy, **options).start()
-
-
-def bench_route(replicas: int = 3, requests: int | None = None, tenants: int | None = None,
-                seed: int = 0, **options) -> dict:
-    """The three policies on one multi-tenant shared-prefix load; see
-    :func:`labkit.serving.routebench.bench_route` (same arguments)."""
-    from labkit.serving import routebench
-
-    kwargs = {k: v for k, v in (("requests", requests), ("tenants", tenants)) if v is not None}
-    return routebench.bench_route(replicas=replicas, seed=seed, **kwargs, **options)

@@ -38,7 +38,8 @@ from labkit.storage.measures import MiB
 
 __all__ = ["CITED", "SOURCES", "DTYPES", "weights_files", "read_header", "load_parallel",
            "load_safe_open", "drop_cached", "measure_delivery", "median_MBps", "image_pull_seconds",
-           "weights_load", "cold_start_terms", "DELIVERY_OPTIONS", "TCP_CLIENT_GBPS"]
+           "weights_load", "cold_start_terms", "DELIVERY_OPTIONS", "TCP_CLIENT_GBPS",
+           "REFERENCE_BYTES"]
 
 #: safetensors dtype names -> torch dtype names.
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -278,16 +279,16 @@ def measure_delivery(path: str | os.PathLike, threads: tuple[int, ...] = (1, 2),
                 del tensors
     ref_bytes = min(size, REFERENCE_BYTES)
     ref_warm = disk.read_file(path, MiB, cache="warm", limit_bytes=ref_bytes).MBps
-    fio_run = None
+    by_fio = None
     if fio.fio_path() is not None and size >= MiB:
         with scratch_dir(16 * MiB, root=workdir, prefix="labkit-delivery-") as d:
-            fio_run = compare.fio_seq_read(path, MiB, cache="cold", method="buffered",
-                                           size=ref_bytes, workdir=d)
-    if fio_run is not None:
-        ref_cold, source = fio_run.MBps, "fio, 1 MiB sequential, buffered, QD1"
+            by_fio = compare.fio_seq_read(path, MiB, cache="cold", method="buffered",
+                                          size=ref_bytes, workdir=d)
+    if by_fio is not None:
+        ref_cold, source = by_fio.MBps, "fio, 1 MiB sequential, buffered, QD1"
     else:
         ref_cold = disk.read_file(path, MiB, cache="cold", method="buffered",
-                                     limit_bytes=ref_bytes).MBps
+                                  limit_bytes=ref_bytes).MBps
         source = "Python 1 MiB read loop (fio not installed, or the file is under 1 MiB)"
     rows = []
     for (name, cache), secs in times.items():
