@@ -538,7 +538,6 @@ def test_no_test_or_script_imports_a_deprecated_path():
     assert not offenders, offenders
 
 
-@pytest.mark.xfail(strict=False, reason="lead merges the notebook conversion")
 def test_no_notebook_imports_a_deprecated_path():
     offenders = deprecated_imports_in("book/*.ipynb", "labs/*.ipynb")
     assert not offenders, offenders
