@@ -226,22 +226,18 @@ def test_one_repeated_measurement_class():
              for m, c in found if c != "Samples"], "repeated-measurement classes")
 
 
-def test_one_tensor_bytes_function():
+@pytest.mark.parametrize("pattern, home, hint", [
+    (r"_?(tensor|state_dict|tensors)_bytes", ("labkit.machine.dtypes", "tensor_bytes"),
+     "counts tensor bytes again: call machine.dtypes.tensor_bytes"),
+    (r"_?(find_)?free_port", ("labkit.machine.net", "free_port"),
+     "is another free-port function: use machine.net.free_port"),
+], ids=["tensor_bytes", "free_port"])
+def test_one_function_per_concept(pattern, home, hint):
+    """One tensor-bytes function and one free-port function; thin wrappers that call them pass."""
     found = definitions(lambda n: isinstance(n, ast.FunctionDef)
-                        and re.fullmatch(r"_?(tensor|state_dict|tensors)_bytes", n.name)
-                        and not calls(n, "tensor_bytes"))
-    assert ("labkit.machine.dtypes", "tensor_bytes") in found
-    enforce([(m, f"{f} counts tensor bytes again: call machine.dtypes.tensor_bytes")
-             for m, f in found if m != "labkit.machine.dtypes"], "tensor-bytes functions")
-
-
-def test_one_free_port_function():
-    found = definitions(lambda n: isinstance(n, ast.FunctionDef)
-                        and re.fullmatch(r"_?(find_)?free_port", n.name)
-                        and not calls(n, "free_port"))
-    assert ("labkit.machine.net", "free_port") in found
-    enforce([(m, f"{f} is another free-port function: use machine.net.free_port")
-             for m, f in found if m != "labkit.machine.net"], "free-port functions")
+                        and re.fullmatch(pattern, n.name) and not calls(n, home[1]))
+    assert home in found
+    enforce([(m, f"{f} {hint}") for m, f in found if m != home[0]], f"{home[1]} functions")
 
 
 # ------------------------------------------------------------------------- repeated blocks
