@@ -74,20 +74,27 @@ del _labkit_stub_fails_here
 """
 
 
+def _make_student():
+    """scripts/make_student.py, the student edition's own rules, imported once."""
+    import sys
+
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import make_student
+
+    return make_student
+
+
 def student_run_source(stub) -> str:
     """Kernel code for the first solution cell of ``stub``: its stub fails, a minimal answer runs."""
-    import make_student as ms
-
-    return _STUB_CHECK.format(source=stub.source, title=stub.title) + ms.minimal_answer_source(stub)
+    return (_STUB_CHECK.format(source=stub.source, title=stub.title)
+            + _make_student().minimal_answer_source(stub))
 
 
 def _as_student_run(notebook_file) -> None:
     """Rewrite the solution cells of the notebook nbval collected (in memory only)."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import make_student as ms
-
+    ms = _make_student()
     cells = notebook_file.nb.cells
     _, stubs = ms.studentize(notebook_file.nb, Path(str(notebook_file.fspath)).stem)
     start = 0

@@ -126,10 +126,10 @@ def test_make_lab_opens_the_workspace_and_make_workspace_writes_it():
 
 
 def test_a_chapter_runs_from_the_workspace_with_minimal_answers(workspace):
-    """Chapter 05 (about 5 s): reads manifests/ from its folder; each stub raises its title,
+    """Chapter 06 (about 12 s): reads manifests/ from its folder; each stub raises its title,
     then gets only the names it asks for, and every other cell runs."""
     dest, _, _ = workspace
-    rel = Path("book/05-inference-servers.ipynb")
+    rel = Path("book/06-distributed-computing.ipynb")
     student, stubs = ms.studentize(nbformat.read(ROOT / rel, as_version=4), str(rel))
     assert stubs
     assert ms.verify(nbformat.read(dest / rel, as_version=4), stubs, (dest / rel).parent,
