@@ -143,3 +143,59 @@ def test_matmul_nbits_copies_and_their_bytes(tiny_decoder_onnx):
         backends.quantize_onnx_nbits(graph, folder / "x.onnx", bits=3)
     with pytest.raises(FileNotFoundError):
         backends.OnnxDecoder(folder / "none.onnx", tiny.config)
+
+
+def _one_matmul(weight: torch.Tensor):
+    """An ONNX model computing ``x @ weight.T`` for ``x`` of shape [1, S, in]."""
+    from onnx import TensorProto
+    from onnx import helper as oh
+    from onnx import numpy_helper as onh
+
+    n_out, n_in = weight.shape
+    graph = oh.make_graph([oh.make_node("MatMul", ["x", "w_t"], ["y"], name="mm")], "one",
+                          [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S", n_in])],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [onh.from_array(weight.t().contiguous().numpy(), "w_t")])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 23)])
+    model.ir_version = 10
+    return model
+
+
+def test_int4_float_minimum_is_the_course_int4_format_exactly(tmp_path):
+    import onnxruntime as ort
+
+    from labkit.inference.quant import dequantize_int4, pack_int4, quantize_int4_groupwise
+
+    torch.manual_seed(0)
+    weight, x = torch.randn(40, 96) + 0.3, torch.randn(1, 3, 96)
+    q, scale, minimum = quantize_int4_groupwise(weight, 32)
+    want = x @ dequantize_int4(pack_int4(q), scale, minimum, 32).t()
+    rtn = tmp_path / "ort_int4.onnx"
+    backends.quantize_onnx_nbits(_one_matmul(weight), rtn, accuracy_level=0)
+    errors = {}
+    for level in (0, 4):
+        path = tmp_path / f"float_min_{level}.onnx"
+        size = backends.quantize_onnx_nbits(_one_matmul(weight), path, float_minimum=True,
+                                            accuracy_level=level)
+        got = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
+        errors[level] = float(np.abs(got - want.numpy()).max() / want.abs().max())
+        # bytes: 4-bit weights, fp32 scale, 4-bit zero point, fp32 remainder per block of 32
+        assert backends.matmul_weight_bytes(path) == 40 * (96 // 2 + 3 * 4 + 2 + 3 * 4)
+        assert size == path.stat().st_size
+    assert errors[0] < 1e-6              # fp32 arithmetic: the format is rebuilt exactly
+    assert errors[4] < 0.02              # int8 activations add their own rounding only
+    # ONNX Runtime's own int4 (an integer zero point) puts the weights on another grid
+    got = ort.InferenceSession(str(rtn)).run(None, {"x": x.numpy()})[0]
+    assert np.abs(got - want.numpy()).max() / want.abs().max() > 100 * errors[0]
+
+
+def test_int4_float_minimum_refuses_what_it_cannot_write(tmp_path):
+    with pytest.raises(ValueError, match="4-bit asymmetric"):
+        backends.quantize_onnx_nbits(_one_matmul(torch.randn(8, 64)), tmp_path / "a.onnx",
+                                     bits=8, float_minimum=True)
+    with pytest.raises(ValueError, match="not a multiple of block_size=32"):
+        backends.quantize_onnx_nbits(_one_matmul(torch.randn(8, 48)), tmp_path / "b.onnx",
+                                     float_minimum=True)
+    assert not (tmp_path / "b.onnx").exists()
+    with pytest.raises(ValueError, match="opset >= 23"):
+        backends.decoder_to_onnx(None, opset=21)

@@ -132,7 +132,7 @@ def test_bench_quant_cli_json(capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"fp32", "int8", "int4-g64", "meta"} | set(quant_bench.ONNX_PRECISIONS)
-    for name in ("int8", "ort-int8", "ort-int4"):
+    for name in ("int8", "ort-int8", "ort-int4", "ort-int4-g32"):
         for key in ("bytes", "decode_tok_s", "perplexity", "top1_agreement", "roofline_tok_s"):
             assert out[name][key] > 0
     assert out["int8"]["bytes"] <= 0.3 * out["fp32"]["bytes"]
@@ -143,6 +143,9 @@ def test_bench_quant_cli_json(capsys):
     # MatMulNBits: 8-bit is a bit over 1/4 of fp32 (one fp32 scale per 32), 4-bit under 1/6
     assert 0.25 < out["ort-int8"]["bytes"] / out["fp32"]["bytes"] < 0.3
     assert out["ort-int4"]["bytes"] / out["fp32"]["bytes"] < 1 / 6
+    # the float minimum adds one fp32 remainder per block of 32 (1/32 of fp32's bytes)
+    assert (out["ort-int4-g32"]["bytes"] - out["ort-int4"]["bytes"]) / out["fp32"]["bytes"] \
+        == pytest.approx(1 / 32, rel=0.05)
     assert out["meta"]["threads"] == facts.usable_cores()      # default: every usable core
     assert out["meta"]["onnxruntime"] and "llc_bytes" in out["meta"]
     code = quant_bench.bench_quant_cli(["--model", "tiny-gpt", "--precisions", "int8", "--tokens", "3",

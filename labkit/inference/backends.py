@@ -11,7 +11,8 @@ apart; :func:`quantize_onnx_int8` makes an int8 copy of an exported file with ON
 own post-training tool (weights int8, activations quantized on the fly).
 
 For decoding, :func:`decoder_to_onnx` writes the course's :class:`labkit.inference.decoder.Decoder`
-as an ONNX graph *by hand* (``onnx.helper``, one node per operation of ``decode_step``), with
+as an ONNX graph *by hand* (``onnx.helper``, standard operators of opset 23 in the
+order of ``decode_step``), with
 the KV cache as graph inputs and outputs (``past_key.i`` in, ``present_key.i`` out), so that
 ONNX Runtime runs one token per call; :func:`quantize_onnx_nbits` turns its matrix products
 into ONNX Runtime's block-quantized ``MatMulNBits`` kernels (4 or 8 bits) with the
@@ -35,8 +36,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["OnnxExport", "export_onnx", "quantize_onnx_int8", "OnnxSession", "onnx_session",
-           "max_abs_diff", "decoder_to_onnx", "quantize_onnx_nbits", "matmul_weight_bytes",
-           "OnnxDecoder"]
+           "max_abs_diff", "decoder_to_onnx", "quantize_onnx_nbits",
+           "int4_float_minimum_matmul", "matmul_weight_bytes", "OnnxDecoder"]
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def max_abs_diff(a, b) -> float:
 # ============================================================================================
 # The decoder with a KV cache, by hand, for ONNX Runtime; and its block-quantized copies
 # ============================================================================================
-def decoder_to_onnx(net, opset: int = 21):
+def decoder_to_onnx(net, opset: int = 23):
     """The decoder ``net`` (a :class:`labkit.inference.decoder.Decoder`, fp32) as an ONNX ``ModelProto``
     that takes and returns the KV cache, so one call is one decode step.
 
@@ -235,20 +236,27 @@ def decoder_to_onnx(net, opset: int = 21):
     ``[1, S, vocab]`` and ``present_key.i`` / ``present_value.i`` (past and new, ``P+S``
     positions). ``S = 1`` is a decode step; ``P = 0`` with a causal bias is a prefill.
 
-    Every operator is standard ONNX (Gather, MatMul, Softmax, ...), written in the order of
-    ``Decoder.decode_step``. Each weight matrix ``W`` is stored as ``W^T`` and used by a
-    ``MatMul`` whose second input is that constant, the pattern ONNX Runtime's quantization
-    tools look for. A tied head gets its own transposed copy of the embedding (the Gather
-    reads rows of ``[vocab, d]``, the head multiplies by ``[d, vocab]``).
+    Every operator is standard ONNX, written in the order of ``Decoder.decode_step``; opset 23
+    (ONNX 1.18) made the three pieces of a Llama block standard operators, so a block is 16
+    nodes: ``RMSNormalization``, ``RotaryEmbedding`` (the "halves" layout, ``interleaved=0``)
+    and ``Attention`` (grouped-query heads, the cache as ``past_key``/``present_key``), plus
+    ``MatMul``, ``Split``, ``Add`` and the SwiGLU's ``Sigmoid``/``Mul``. Fewer, larger nodes
+    matter at decode time: each node costs the runtime a few microseconds whatever its size.
+    Each weight matrix ``W`` is stored as ``W^T`` and used by a ``MatMul`` whose second input
+    is that constant, the pattern ONNX Runtime's quantization tools look for. A tied head gets
+    its own transposed copy of the embedding (the Gather reads rows of ``[vocab, d]``, the head
+    multiplies by ``[d, vocab]``).
     """
     import onnx
     from onnx import TensorProto
     from onnx import helper as oh
     from onnx import numpy_helper as onh
 
+    if opset < 23:
+        raise ValueError(f"decoder_to_onnx needs opset >= 23 (RMSNormalization, RotaryEmbedding "
+                         f"and Attention), got {opset}")
     c = net.config
-    nh, nkv, hd, d, ff = c.n_heads, c.n_kv_heads, c.head_dim, c.d_model, c.d_ff
-    group = nh // nkv
+    nh, nkv, hd, ff = c.n_heads, c.n_kv_heads, c.head_dim, c.d_ff
     nodes, inits = [], []
 
     def init(name, array):
@@ -261,45 +269,29 @@ def decoder_to_onnx(net, opset: int = 21):
         nodes.append(oh.make_node(kind, ins, outs, name=name, **attrs))
         return outs[0] if len(outs) == 1 else outs
 
-    def ints(name, values):
-        return init(name, np.array(values, dtype=np.int64))
-
     def weight_t(linear):                      # W^T, [in, out], for MatMul(x, W^T)
         return linear.weight.detach().float().t().contiguous().numpy()
 
     def rms_norm(x, w):
-        mean_sq = op("ReduceMean", [op("Mul", [x, x]), "last_axis"], keepdims=1)
-        return op("Mul", [op("Div", [x, op("Sqrt", [op("Add", [mean_sq, "eps"])])]), w])
+        return op("RMSNormalization", [x, w], axis=-1, epsilon=c.norm_eps)
 
-    def rope(x):                               # [1, H, S, hd], Llama's "halves" layout
-        first, second = op("Split", [x, "halves"], outs=[f"a_{len(nodes)}", f"b_{len(nodes)}"],
-                           axis=-1)
-        rotated = op("Concat", [op("Neg", [second]), first], axis=-1)
-        return op("Add", [op("Mul", [x, "cos"]), op("Mul", [rotated, "sin"])])
+    def rope(x, heads):                        # [1, S, heads * hd], Llama's "halves" layout
+        return op("RotaryEmbedding", [x, "rope_cos", "rope_sin", "positions"], num_heads=heads)
 
     init("embed", net.embed.weight.detach().float().numpy())
-    init("rope_cos", net.rope_cos.float().numpy())
-    init("rope_sin", net.rope_sin.float().numpy())
-    init("eps", np.array(c.norm_eps, dtype=np.float32))
-    init("inv_sqrt_hd", np.array(1.0 / np.sqrt(hd), dtype=np.float32))
-    ints("last_axis", [-1])
-    ints("axis2", [2])
-    ints("q_shape", [0, 0, nh, hd])
-    ints("kv_shape", [0, 0, nkv, hd])
-    ints("grouped", [0, nkv, group, -1, hd])   # [1, kv head, query head in group, S, hd]
-    ints("heads", [0, nh, -1, hd])
-    ints("flat", [0, -1, d])
-    ints("qkv_split", [nh * hd, nkv * hd, nkv * hd])
-    ints("halves", [hd // 2, hd // 2])
-    ints("ff_split", [ff, ff])
+    # RotaryEmbedding takes [max_positions, hd/2]; the decoder's tables repeat each half
+    init("rope_cos", net.rope_cos[:, : hd // 2].float().numpy())
+    init("rope_sin", net.rope_sin[:, : hd // 2].float().numpy())
+    init("axis0", np.array([0], dtype=np.int64))
+    init("qkv_split", np.array([nh * hd, nkv * hd, nkv * hd], dtype=np.int64))
+    init("ff_split", np.array([ff, ff], dtype=np.int64))
 
     inputs = [oh.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"]),
               oh.make_tensor_value_info("position_ids", TensorProto.INT64, ["S"]),
               oh.make_tensor_value_info("attention_bias", TensorProto.FLOAT, ["S", "T"])]
     outputs = [oh.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "S", c.vocab_size])]
-    x = op("Gather", ["embed", "input_ids"], axis=0)                    # [1, S, d]
-    op("Gather", ["rope_cos", "position_ids"], outs=["cos"], axis=0)    # [S, hd]
-    op("Gather", ["rope_sin", "position_ids"], outs=["sin"], axis=0)
+    x = op("Gather", ["embed", "input_ids"], axis=0)                     # [1, S, d]
+    op("Unsqueeze", ["position_ids", "axis0"], outs=["positions"])       # [1, S]
     for i, block in enumerate(net.layers):
         for kind in ("key", "value"):
             inputs.append(oh.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT,
@@ -309,18 +301,11 @@ def decoder_to_onnx(net, opset: int = 21):
         h = rms_norm(x, init(f"layers.{i}.attn_norm", block.attn_norm.detach().float().numpy()))
         qkv = op("MatMul", [h, init(f"layers.{i}.wqkv", weight_t(block.wqkv))])
         q, k, v = op("Split", [qkv, "qkv_split"], outs=[f"q.{i}", f"k.{i}", f"v.{i}"], axis=-1)
-        q = rope(op("Transpose", [op("Reshape", [q, "q_shape"])], perm=[0, 2, 1, 3]))
-        k = rope(op("Transpose", [op("Reshape", [k, "kv_shape"])], perm=[0, 2, 1, 3]))
-        v = op("Transpose", [op("Reshape", [v, "kv_shape"])], perm=[0, 2, 1, 3])
-        keys = op("Concat", [f"past_key.{i}", k], outs=[f"present_key.{i}"], axis=2)
-        values = op("Concat", [f"past_value.{i}", v], outs=[f"present_value.{i}"], axis=2)
-        # grouped-query attention: the query heads of one group share their K and V head
-        keys_t = op("Unsqueeze", [op("Transpose", [keys], perm=[0, 1, 3, 2]), "axis2"])
-        scores = op("MatMul", [op("Reshape", [q, "grouped"]), keys_t])
-        scores = op("Add", [op("Mul", [scores, "inv_sqrt_hd"]), "attention_bias"])
-        attn = op("MatMul", [op("Softmax", [scores], axis=-1), op("Unsqueeze", [values, "axis2"])])
-        attn = op("Reshape", [op("Transpose", [op("Reshape", [attn, "heads"])], perm=[0, 2, 1, 3]),
-                              "flat"])
+        # grouped-query attention over the cache: query head j reads key/value head j // group
+        attn, _, _ = op("Attention", [rope(q, nh), rope(k, nkv), v, "attention_bias",
+                                      f"past_key.{i}", f"past_value.{i}"],
+                        outs=[f"attn.{i}", f"present_key.{i}", f"present_value.{i}"],
+                        q_num_heads=nh, kv_num_heads=nkv)
         x = op("Add", [x, op("MatMul", [attn, init(f"layers.{i}.wo", weight_t(block.wo))])])
         h = rms_norm(x, init(f"layers.{i}.mlp_norm", block.mlp_norm.detach().float().numpy()))
         gate_up = op("MatMul", [h, init(f"layers.{i}.w_gate_up", weight_t(block.w_gate_up))])
@@ -337,7 +322,8 @@ def decoder_to_onnx(net, opset: int = 21):
 
 
 def quantize_onnx_nbits(source, target: str | Path, *, bits: int = 4, block_size: int = 32,
-                        symmetric: bool = False, accuracy_level: int | None = 4) -> int:
+                        symmetric: bool = False, accuracy_level: int | None = 4,
+                        float_minimum: bool = False) -> int:
     """Write a copy of the ONNX model ``source`` (a path or ``ModelProto``) to ``target`` whose
     constant-weight ``MatMul`` nodes are ONNX Runtime's ``MatMulNBits``; return its bytes.
 
@@ -347,18 +333,31 @@ def quantize_onnx_nbits(source, target: str | Path, *, bits: int = 4, block_size
     (and, unless ``symmetric``, one ``bits``-bit zero point). ``accuracy_level=4`` lets the
     CPU kernel quantize the activations to int8 per block and multiply in integers (VNNI/AMX
     where the CPU has them); ``0``/None keeps fp32 arithmetic on dequantized weights.
+
+    ``float_minimum=True`` (4 bits, asymmetric) writes the course's own int4 format instead
+    (:func:`labkit.inference.quant.quantize_int4_groupwise`: ``w = q * scale + minimum`` per
+    block, the minimum a float, the layout of GGUF's Q4_1) through the same fast kernel, whose
+    zero point must be an integer: see :func:`int4_float_minimum_matmul`.
     """
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     if bits not in (4, 8):
         raise ValueError(f"quantize_onnx_nbits: bits must be 4 or 8, got {bits!r}")
+    if float_minimum and (bits != 4 or symmetric):
+        raise ValueError("quantize_onnx_nbits: float_minimum is a 4-bit asymmetric format; "
+                         "pass bits=4, symmetric=False")
     if isinstance(source, (str, Path)):
         if not Path(source).is_file():
             raise FileNotFoundError(f"no ONNX file at {source}; write one first")
         source = onnx.load(str(source))
     else:
         source = copy_model(source)             # the quantizer edits the model it is given
+    if float_minimum:
+        _replace_matmuls(source, lambda node, weight_t: int4_float_minimum_matmul(
+            node, weight_t, block_size=block_size, accuracy_level=accuracy_level or 0))
+        onnx.save(source, str(target))
+        return Path(target).stat().st_size
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -370,6 +369,86 @@ def quantize_onnx_nbits(source, target: str | Path, *, bits: int = 4, block_size
     finally:
         root.setLevel(level)
     return Path(target).stat().st_size
+
+
+def int4_float_minimum_matmul(node, weight_t: np.ndarray, *, block_size: int = 32,
+                               accuracy_level: int = 4) -> tuple[list, list]:
+    """``MatMul(x, W^T)`` in the int4 format ``w = q * scale + minimum`` (per block of
+    ``block_size`` inputs, ``minimum`` a float) as ONNX Runtime nodes: ``(nodes, initializers)``.
+
+    ``MatMulNBits``' fast CPU path reads an *integer* zero point ``z`` (``w = scale * (q - z)``;
+    a float zero point falls back to a path that ran 35 to 47 times slower on a
+    2-core Xeon with onnxruntime 1.32). Pick ``z`` as the integer
+    nearest to ``-minimum / scale`` and keep what it misses as a per-block remainder
+    ``r = minimum + scale * z`` (``|r| <= scale / 2``): then exactly ::
+
+        w = scale * (q - z) + r
+        y = MatMulNBits(x) + (block sums of x) @ R     # R: [K / block_size, N], fp32
+
+    The second product reads one float per block (an eighth of a byte per weight): the same
+    arithmetic a kernel with float zero points does inside its loop, written as two nodes.
+    """
+    import torch
+    from onnx import helper as oh
+    from onnx import numpy_helper as onh
+
+    from labkit.inference.quant import pack_int4, quantize_int4_groupwise
+
+    k, n = weight_t.shape
+    if k % block_size:
+        raise ValueError(f"int4 with a float minimum: the input width {k} of {node.name!r} "
+                         f"is not a multiple of block_size={block_size}; pick a block size "
+                         f"that divides it")
+    blocks = k // block_size
+    q, scale, minimum = quantize_int4_groupwise(torch.from_numpy(weight_t).t(), block_size)
+    zero = torch.round(-minimum / scale).clamp(0, 15)
+    remainder = minimum + scale * zero                  # w = scale * (q - zero) + remainder
+    if blocks % 2:                                      # zero points: two per byte, per row
+        zero = torch.nn.functional.pad(zero, (0, 1))
+    x, y, name = node.input[0], node.output[0], node.input[1]
+    inits = [onh.from_array(pack_int4(q).view(n, blocks, block_size // 2).numpy(), name + ".q4"),
+             onh.from_array(scale.reshape(-1).numpy(), name + ".scale"),
+             onh.from_array(pack_int4(zero).reshape(-1).numpy(), name + ".zero"),
+             onh.from_array(np.ascontiguousarray(remainder.t().numpy()), name + ".remainder"),
+             onh.from_array(np.array([0, 0, blocks, block_size], dtype=np.int64),
+                            name + ".blocks"),
+             onh.from_array(np.array([-1], dtype=np.int64), name + ".last")]
+    nodes = [oh.make_node("MatMulNBits", [x, name + ".q4", name + ".scale", name + ".zero"],
+                          [y + ".int4"], name=name + ".int4", domain="com.microsoft", K=k, N=n,
+                          bits=4, block_size=block_size, accuracy_level=accuracy_level),
+             oh.make_node("Reshape", [x, name + ".blocks"], [y + ".by_block"]),
+             oh.make_node("ReduceSum", [y + ".by_block", name + ".last"], [y + ".block_sums"],
+                          keepdims=0),
+             oh.make_node("MatMul", [y + ".block_sums", name + ".remainder"],
+                          [y + ".remainder"]),
+             oh.make_node("Add", [y + ".int4", y + ".remainder"], [y])]
+    return nodes, inits
+
+
+def _replace_matmuls(model, make) -> None:
+    """Replace, in place, every ``MatMul`` of ``model`` whose second input is a constant 2-D
+    weight ``W^T`` by the nodes and initializers ``make(node, W^T)`` returns."""
+    from onnx import helper as oh
+    from onnx import numpy_helper as onh
+
+    weights = {t.name: t for t in model.graph.initializer}
+    nodes, replaced = [], set()
+    for node in model.graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or len(weight.dims) != 2:
+            nodes.append(node)
+            continue
+        new_nodes, new_inits = make(node, onh.to_array(weight).astype(np.float32))
+        nodes.extend(new_nodes)
+        model.graph.initializer.extend(new_inits)
+        replaced.add(weight.name)
+    kept = [t for t in model.graph.initializer if t.name not in replaced]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(oh.make_opsetid("com.microsoft", 1))
 
 
 def copy_model(model):

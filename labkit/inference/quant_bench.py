@@ -4,7 +4,7 @@
   (:func:`bench_quant_cli`): the PyTorch precisions of :mod:`labkit.inference.quant`.
 - :func:`measure_onnx_precisions`: the same rows for a production CPU kernel, ONNX Runtime's
   block-quantized ``MatMulNBits`` (:data:`ONNX_PRECISIONS`: ``ort-fp32``, ``ort-int8``,
-  ``ort-int4``), on the same model, same prompt, same text, same bandwidth probe.
+  ``ort-int4``, ``ort-int4-g32``), on the same model, same prompt, same text, same bandwidth probe.
 """
 
 from __future__ import annotations
@@ -71,12 +71,17 @@ def measure_precisions(model, precisions=PRECISIONS, *, new_tokens: int = 24, re
 
 
 #: ONNX Runtime rows of ``bench quant``: name -> MatMulNBits settings (None: plain fp32 MatMul).
-#: int8 is symmetric (no zero point), int4 asymmetric (a 4-bit zero point per block), both in
-#: blocks of 32 inputs with ``accuracy_level=4`` (int8 arithmetic on the activations).
+#: All in blocks of 32 inputs with ``accuracy_level=4`` (int8 arithmetic on the activations).
+#: ``ort-int8`` is symmetric (no zero point); ``ort-int4`` is what ONNX Runtime's own quantizer
+#: writes (a 4-bit *integer* zero point per block); ``ort-int4-g32`` is the course's
+#: ``int4-g32`` format (a float minimum per block, GGUF Q4_1's layout) in the same kernel, as
+#: an integer zero point plus a per-block remainder (:func:`labkit.inference.backends.int4_float_minimum_matmul`).
 ONNX_PRECISIONS: dict[str, dict | None] = {
     "ort-fp32": None,
     "ort-int8": {"bits": 8, "block_size": 32, "symmetric": True, "accuracy_level": 4},
     "ort-int4": {"bits": 4, "block_size": 32, "symmetric": False, "accuracy_level": 4},
+    "ort-int4-g32": {"bits": 4, "block_size": 32, "symmetric": False, "float_minimum": True,
+                     "accuracy_level": 4},
 }
 
 
@@ -169,7 +174,8 @@ def bench_quant_cli(argv: list[str]) -> int:
     With ``--json`` prints one JSON object: one key per precision (``fp32``, ``bf16``, ...,
     the recommended int8 under ``int8``), each ``{"bytes", "decode_tok_s", "perplexity",
     "top1_agreement", ...}``, then one key per ONNX Runtime row (``ort-fp32``, ``ort-int8``,
-    ``ort-int4``: :func:`measure_onnx_precisions`; leave them out with ``--no-onnx``), plus
+    ``ort-int4``, ``ort-int4-g32``: :func:`measure_onnx_precisions`; leave them out with
+    ``--no-onnx``), plus
     ``meta`` (model, bandwidth, threads, tokens, versions, cores, last-level cache).
 
     Every row runs with the same ``--threads`` (default: all usable cores, as a server
