@@ -154,7 +154,7 @@ def _one_matmul(weight: torch.Tensor):
     n_out, n_in = weight.shape
     graph = oh.make_graph([oh.make_node("MatMul", ["x", "w_t"], ["y"], name="mm")], "one",
                           [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, "S", n_in])],
-                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, [1, "S", n_out])],
                           [onh.from_array(weight.t().contiguous().numpy(), "w_t")])
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 23)])
     model.ir_version = 10
@@ -162,37 +162,64 @@ def _one_matmul(weight: torch.Tensor):
 
 
 def test_int4_float_minimum_is_the_course_int4_format_exactly(tmp_path):
+    import onnx
     import onnxruntime as ort
 
     from labkit.inference.quant import dequantize_int4, pack_int4, quantize_int4_groupwise
 
     torch.manual_seed(0)
-    weight, x = torch.randn(40, 96) + 0.3, torch.randn(1, 3, 96)
-    q, scale, minimum = quantize_int4_groupwise(weight, 32)
-    want = x @ dequantize_int4(pack_int4(q), scale, minimum, 32).t()
-    rtn = tmp_path / "ort_int4.onnx"
-    backends.quantize_onnx_nbits(_one_matmul(weight), rtn, accuracy_level=0)
+    raw = torch.randn(40, 96) + 0.3
+    raw[0, :32] = 0.2 + 0.3 * torch.rand(32)          # a group of one sign: z clamps to 0
+    # a weight already on an int4 grid with float minimums, as SmolLM2's Q4_1 projections are
+    q, scale, minimum = quantize_int4_groupwise(raw, 32)
+    weight = dequantize_int4(pack_int4(q), scale, minimum, 32)
+    x = torch.randn(1, 3, 96)
+    want = (x @ weight.t()).numpy()
+
+    def error(path):
+        got = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
+        return float(np.abs(got - want).max() / np.abs(want).max())
+
     errors = {}
     for level in (0, 4):
         path = tmp_path / f"float_min_{level}.onnx"
         size = backends.quantize_onnx_nbits(_one_matmul(weight), path, float_minimum=True,
                                             accuracy_level=level)
-        got = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
-        errors[level] = float(np.abs(got - want.numpy()).max() / want.abs().max())
+        errors[level] = error(path)
         # bytes: 4-bit weights, fp32 scale, 4-bit zero point, fp32 remainder per block of 32
         assert backends.matmul_weight_bytes(path) == 40 * (96 // 2 + 3 * 4 + 2 + 3 * 4)
         assert size == path.stat().st_size
-    assert errors[0] < 1e-6              # fp32 arithmetic: the format is rebuilt exactly
+    model = onnx.load(str(path))
+    (fast,) = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    zero = next(t for t in model.graph.initializer if t.name == fast.input[3])
+    assert zero.data_type == onnx.TensorProto.UINT8    # the integer zero point of the fast path
+    assert errors[0] < 1e-6              # fp32 arithmetic: the grid is rebuilt exactly
     assert errors[4] < 0.02              # int8 activations add their own rounding only
-    # ONNX Runtime's own int4 (an integer zero point) puts the weights on another grid
-    got = ort.InferenceSession(str(rtn)).run(None, {"x": x.numpy()})[0]
-    assert np.abs(got - want.numpy()).max() / want.abs().max() > 100 * errors[0]
+    # ONNX Runtime's own int4 (an integer zero point) rounds these weights a second time
+    rtn = tmp_path / "ort_int4.onnx"
+    backends.quantize_onnx_nbits(_one_matmul(weight), rtn, accuracy_level=0)
+    assert error(rtn) > 1e-3
+
+
+def test_int4_zero_and_remainder_express_the_float_minimum():
+    scale = torch.tensor([0.1, 0.1, 0.02])
+    minimum = torch.tensor([-0.73, 0.2, -0.5])           # both signs, one sign, below 15 steps
+    zero, rest = backends.int4_zero_and_remainder(scale, minimum)
+    assert zero.tolist() == [7.0, 0.0, 15.0]
+    assert rest[0].item() == pytest.approx(-0.03, abs=1e-6) and abs(rest[0].item()) <= 0.05
+    assert rest[1].item() == pytest.approx(0.2, abs=1e-6)  # clamped: r carries the whole offset
+    assert rest[2].item() == pytest.approx(-0.2, abs=1e-6)
+    q = torch.arange(16.0)[:, None]
+    assert torch.allclose(scale * (q - zero) + rest, q * scale + minimum)
 
 
 def test_int4_float_minimum_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(ValueError, match="4-bit asymmetric"):
         backends.quantize_onnx_nbits(_one_matmul(torch.randn(8, 64)), tmp_path / "a.onnx",
                                      bits=8, float_minimum=True)
+    with pytest.raises(ValueError, match="power of 2 of at least 16"):
+        backends.quantize_onnx_nbits(_one_matmul(torch.randn(8, 48)), tmp_path / "c.onnx",
+                                     block_size=24, float_minimum=True)
     with pytest.raises(ValueError, match="not a multiple of block_size=32"):
         backends.quantize_onnx_nbits(_one_matmul(torch.randn(8, 48)), tmp_path / "b.onnx",
                                      float_minimum=True)

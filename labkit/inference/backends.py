@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["OnnxExport", "export_onnx", "quantize_onnx_int8", "OnnxSession", "onnx_session",
-           "max_abs_diff", "decoder_to_onnx", "quantize_onnx_nbits",
+           "max_abs_diff", "decoder_to_onnx", "quantize_onnx_nbits", "int4_zero_and_remainder",
            "int4_float_minimum_matmul", "matmul_weight_bytes", "OnnxDecoder"]
 
 
@@ -241,7 +241,10 @@ def decoder_to_onnx(net, opset: int = 23):
     nodes: ``RMSNormalization``, ``RotaryEmbedding`` (the "halves" layout, ``interleaved=0``)
     and ``Attention`` (grouped-query heads, the cache as ``past_key``/``present_key``), plus
     ``MatMul``, ``Split``, ``Add`` and the SwiGLU's ``Sigmoid``/``Mul``. Fewer, larger nodes
-    matter at decode time: each node costs the runtime a few microseconds whatever its size.
+    matter at decode time, where each node's fixed cost in the runtime is paid per token.
+    Query head ``j`` reads key/value head ``j // (n_heads / n_kv_heads)``, as ONNX Runtime's
+    kernel and onnx >= 1.20 define it (the function body in onnx 1.18-1.19 tiled the heads the
+    other way: onnx/onnx pull request 7274).
     Each weight matrix ``W`` is stored as ``W^T`` and used by a ``MatMul`` whose second input
     is that constant, the pattern ONNX Runtime's quantization tools look for. A tied head gets
     its own transposed copy of the embedding (the Gather reads rows of ``[vocab, d]``, the head
@@ -344,6 +347,9 @@ def quantize_onnx_nbits(source, target: str | Path, *, bits: int = 4, block_size
 
     if bits not in (4, 8):
         raise ValueError(f"quantize_onnx_nbits: bits must be 4 or 8, got {bits!r}")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ValueError(f"quantize_onnx_nbits: block_size must be a power of 2 of at least 16 "
+                         f"(MatMulNBits' rule), got {block_size!r}")
     if float_minimum and (bits != 4 or symmetric):
         raise ValueError("quantize_onnx_nbits: float_minimum is a 4-bit asymmetric format; "
                          "pass bits=4, symmetric=False")
@@ -356,6 +362,7 @@ def quantize_onnx_nbits(source, target: str | Path, *, bits: int = 4, block_size
     if float_minimum:
         _replace_matmuls(source, lambda node, weight_t: int4_float_minimum_matmul(
             node, weight_t, block_size=block_size, accuracy_level=accuracy_level or 0))
+        onnx.checker.check_model(source)
         onnx.save(source, str(target))
         return Path(target).stat().st_size
     root = logging.getLogger()
@@ -371,23 +378,39 @@ def quantize_onnx_nbits(source, target: str | Path, *, bits: int = 4, block_size
     return Path(target).stat().st_size
 
 
+def int4_zero_and_remainder(scale, minimum):
+    """The integer zero point and the remainder that express ``w = q * scale + minimum`` as
+    ``w = scale * (q - z) + r`` (tensors of one shape, one value per block).
+
+    ``z`` is the integer nearest to ``-minimum / scale``, clamped to the 4-bit range 0..15, and
+    ``r = minimum + scale * z`` is what ``z`` misses: at most half a step when the block holds
+    weights of both signs; when it does not, ``z`` clamps and ``r`` carries the whole offset.
+    Either way the identity is exact.
+    """
+    zero = (-minimum / scale).round().clamp(0, 15)
+    return zero, minimum + scale * zero
+
+
 def int4_float_minimum_matmul(node, weight_t: np.ndarray, *, block_size: int = 32,
-                               accuracy_level: int = 4) -> tuple[list, list]:
+                              accuracy_level: int = 4) -> tuple[list, list]:
     """``MatMul(x, W^T)`` in the int4 format ``w = q * scale + minimum`` (per block of
     ``block_size`` inputs, ``minimum`` a float) as ONNX Runtime nodes: ``(nodes, initializers)``.
+    ``x`` has rank 3 (``[batch, sequence, K]``), as in :func:`decoder_to_onnx`.
 
-    ``MatMulNBits``' fast CPU path reads an *integer* zero point ``z`` (``w = scale * (q - z)``;
-    a float zero point falls back to a path that ran 35 to 47 times slower at
-    ``accuracy_level=4`` on a 2-core Xeon with onnxruntime 1.32). Pick ``z`` as the integer
-    nearest to ``-minimum / scale`` and keep what it misses as a per-block remainder
-    ``r = minimum + scale * z`` (``|r| <= scale / 2``): then exactly ::
+    ``MatMulNBits``' fast CPU path reads an *integer* zero point ``z`` (``w = scale * (q - z)``).
+    A float zero point makes the CPU kernel skip its prepacked path and dequantize the whole
+    matrix per call (``has_unquantized_zero_point_`` in onnxruntime's
+    ``contrib_ops/cpu/quantization/matmul_nbits.cc``): 35 to 47 times slower at
+    ``accuracy_level=4`` in a one-matrix test (K 1536, N 4096) on a 2-core Xeon with
+    onnxruntime 1.32. So write ``z`` and the remainder ``r`` of :func:`int4_zero_and_remainder`,
+    one float per block; then exactly ::
 
         w = scale * (q - z) + r
         y = MatMulNBits(x) + (block sums of x) @ R     # R: [K / block_size, N], fp32
 
-    The second product reads one float per block (an eighth of a byte per weight): the same
-    arithmetic a kernel with float zero points does inside its loop, written as four more nodes
-    (Reshape, ReduceSum, MatMul, Add).
+    The second product reads an eighth of a byte per weight and costs four more nodes
+    (Reshape, ReduceSum, MatMul, Add). llama.cpp's Q4_1 kernels use the same algebra inside
+    their loop: each int8 block of activations (Q8_1) carries its sum for the minimum's term.
     """
     import torch
     from onnx import helper as oh
@@ -397,32 +420,31 @@ def int4_float_minimum_matmul(node, weight_t: np.ndarray, *, block_size: int = 3
 
     k, n = weight_t.shape
     if k % block_size:
-        raise ValueError(f"int4 with a float minimum: the input width {k} of {node.name!r} "
-                         f"is not a multiple of block_size={block_size}; pick a block size "
-                         f"that divides it")
+        raise ValueError(f"int4 with a float minimum: the input width {k} of {node.name!r} is "
+                         f"not a multiple of block_size={block_size} (the block sums need "
+                         f"whole blocks); use a block size that divides it, or keep this "
+                         f"MatMul in fp32")
     blocks = k // block_size
     q, scale, minimum = quantize_int4_groupwise(torch.from_numpy(weight_t).t(), block_size)
-    zero = torch.round(-minimum / scale).clamp(0, 15)
-    remainder = minimum + scale * zero                  # w = scale * (q - zero) + remainder
+    zero, remainder = int4_zero_and_remainder(scale, minimum)
     if blocks % 2:                                      # zero points: two per byte, per row
         zero = torch.nn.functional.pad(zero, (0, 1))
-    x, y, name = node.input[0], node.output[0], node.input[1]
-    inits = [onh.from_array(pack_int4(q).view(n, blocks, block_size // 2).numpy(), name + ".q4"),
-             onh.from_array(scale.reshape(-1).numpy(), name + ".scale"),
-             onh.from_array(pack_int4(zero).reshape(-1).numpy(), name + ".zero"),
-             onh.from_array(np.ascontiguousarray(remainder.t().numpy()), name + ".remainder"),
-             onh.from_array(np.array([0, 0, blocks, block_size], dtype=np.int64),
-                            name + ".blocks"),
-             onh.from_array(np.array([-1], dtype=np.int64), name + ".last")]
-    nodes = [oh.make_node("MatMulNBits", [x, name + ".q4", name + ".scale", name + ".zero"],
-                          [y + ".int4"], name=name + ".int4", domain="com.microsoft", K=k, N=n,
+    x, y = node.input[0], node.output[0]                # names made from y: unique per node
+    inits = [onh.from_array(pack_int4(q).view(n, blocks, block_size // 2).numpy(), y + ".q4"),
+             onh.from_array(scale.reshape(-1).numpy(), y + ".scale"),
+             onh.from_array(pack_int4(zero).reshape(-1).numpy(), y + ".zero"),   # uint8
+             onh.from_array(np.ascontiguousarray(remainder.t().numpy()), y + ".r"),
+             onh.from_array(np.array([0, 0, blocks, block_size], dtype=np.int64), y + ".blocks"),
+             onh.from_array(np.array([-1], dtype=np.int64), y + ".last")]
+    nodes = [oh.make_node("MatMulNBits", [x, y + ".q4", y + ".scale", y + ".zero"],
+                          [y + ".int4"], name=y + ".int4", domain="com.microsoft", K=k, N=n,
                           bits=4, block_size=block_size, accuracy_level=accuracy_level),
-             oh.make_node("Reshape", [x, name + ".blocks"], [y + ".by_block"]),
-             oh.make_node("ReduceSum", [y + ".by_block", name + ".last"], [y + ".block_sums"],
-                          keepdims=0),
-             oh.make_node("MatMul", [y + ".block_sums", name + ".remainder"],
-                          [y + ".remainder"]),
-             oh.make_node("Add", [y + ".int4", y + ".remainder"], [y])]
+             oh.make_node("Reshape", [x, y + ".blocks"], [y + ".by_block"], name=y + ".by_block"),
+             oh.make_node("ReduceSum", [y + ".by_block", y + ".last"], [y + ".block_sums"],
+                          name=y + ".block_sums", keepdims=0),
+             oh.make_node("MatMul", [y + ".block_sums", y + ".r"], [y + ".remainder"],
+                          name=y + ".remainder"),
+             oh.make_node("Add", [y + ".int4", y + ".remainder"], [y], name=y + ".sum")]
     return nodes, inits
 
 

@@ -71,11 +71,12 @@ def measure_precisions(model, precisions=PRECISIONS, *, new_tokens: int = 24, re
 
 
 #: ONNX Runtime rows of ``bench quant``: name -> MatMulNBits settings (None: plain fp32 MatMul).
-#: All in blocks of 32 inputs with ``accuracy_level=4`` (int8 arithmetic on the activations).
-#: ``ort-int8`` is symmetric (no zero point); ``ort-int4`` is what ONNX Runtime's own quantizer
-#: writes (a 4-bit *integer* zero point per block); ``ort-int4-g32`` is the course's
-#: ``int4-g32`` format (a float minimum per block, GGUF Q4_1's layout) in the same kernel, as
-#: an integer zero point plus a per-block remainder (:func:`labkit.inference.backends.int4_float_minimum_matmul`).
+#: All in blocks of 32 inputs with ``accuracy_level=4`` (int8 arithmetic on the activations
+#: where the CPU kernel has it, fp32 otherwise). ``ort-int8`` is symmetric (no zero point);
+#: ``ort-int4`` is what ONNX Runtime's own quantizer writes (a 4-bit *integer* zero point per
+#: block); ``ort-int4-g32`` is the course's ``int4-g32`` format (a float minimum per block,
+#: GGUF Q4_1's grid) in the same kernel, as an integer zero point plus a per-block remainder
+#: (:func:`labkit.inference.backends.int4_float_minimum_matmul`).
 ONNX_PRECISIONS: dict[str, dict | None] = {
     "ort-fp32": None,
     "ort-int8": {"bits": 8, "block_size": 32, "symmetric": True, "accuracy_level": 4},
@@ -92,17 +93,19 @@ def measure_onnx_precisions(model, names=tuple(ONNX_PRECISIONS), *, new_tokens: 
                             prompt_tokens: int = 16) -> list[dict]:
     """The rows of :func:`measure_precisions` for ONNX Runtime's CPU kernels, same model.
 
-    Writes the fp32 decoder with its KV cache as ONNX (:func:`labkit.inference.backends.decoder_to_onnx`,
-    about 540 MB for SmolLM2) into a scratch folder, makes each quantized copy with ONNX
-    Runtime's ``MatMulNBitsQuantizer`` (:func:`labkit.inference.backends.quantize_onnx_nbits`), and per
-    name in ``names`` (keys of :data:`ONNX_PRECISIONS`) measures: ``bytes`` (the constant
-    inputs of the matrix products: weights, scales, zero points), ``decode_tok_s`` (the same
-    statistic as :func:`labkit.inference.decode_bench.decode_benchmark`: per repetition the median step after a
-    ``prompt_tokens``-token prompt, the best of ``repeats`` after one warm-up), ``pct_roofline``
-    against ``bandwidth_GBps`` (the probe the PyTorch rows use) and *this copy's* bytes,
-    ``perplexity`` and ``top1_agreement`` on the same held-out tokens, and a greedy ``sample``.
-    Each row also has ``decode_tok_s_all`` (every repetition: the spread). The scratch folder
-    is removed at the end.
+    Writes the fp32 decoder with its KV cache as ONNX
+    (:func:`labkit.inference.backends.decoder_to_onnx`; about 650 MB for SmolLM2, the head's
+    own copy of the embedding included) into a scratch folder, makes each quantized copy
+    (:func:`labkit.inference.backends.quantize_onnx_nbits`: ONNX Runtime's own
+    ``MatMulNBitsQuantizer``, or the float-minimum format), and per name in ``names`` (keys of
+    :data:`ONNX_PRECISIONS`) measures: ``bytes`` (the constant inputs of the matrix products:
+    weights, scales, zero points, remainders), ``decode_tok_s`` (the same statistic as
+    :func:`labkit.inference.decode_bench.decode_benchmark`: per repetition the median step after
+    a ``prompt_tokens``-token prompt, the best of ``repeats`` after one warm-up),
+    ``pct_roofline`` against ``bandwidth_GBps`` (the probe the PyTorch rows use) and *this
+    copy's* bytes, ``perplexity`` and ``top1_agreement`` on the same held-out tokens, and a
+    greedy ``sample``. Each row also has ``decode_tok_s_all`` (every repetition: the spread).
+    The scratch folder is removed at the end.
     """
     import statistics
     import time
@@ -129,7 +132,7 @@ def measure_onnx_precisions(model, names=tuple(ONNX_PRECISIONS), *, new_tokens: 
         import onnx
 
         onnx.save(graph, str(fp32_path))
-        del graph                              # 540 MB for SmolLM2: reload it per copy instead
+        del graph                              # 650 MB for SmolLM2: reload it per copy instead
         export_s = time.perf_counter() - start
         for name in names:
             settings = ONNX_PRECISIONS[name]
@@ -201,7 +204,8 @@ def bench_quant_cli(argv: list[str]) -> int:
                              "thread too")
     parser.add_argument("--no-onnx", action="store_true",
                         help="leave out the ONNX Runtime rows (they export the model to a "
-                             "scratch folder: about 540 MB for SmolLM2, removed afterwards)")
+                             "scratch folder: up to about 0.9 GB at a time for SmolLM2, removed "
+                             "afterwards)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
