@@ -16,7 +16,8 @@ order of ``decode_step``), with
 the KV cache as graph inputs and outputs (``past_key.i`` in, ``present_key.i`` out), so that
 ONNX Runtime runs one token per call; :func:`quantize_onnx_nbits` turns its matrix products
 into ONNX Runtime's block-quantized ``MatMulNBits`` kernels (4 or 8 bits) with the
-runtime's own tool, and :class:`OnnxDecoder` decodes greedily and scores text with it.
+runtime's own tool, or in the course's int4 format with a float minimum
+(:func:`int4_float_minimum_matmul`), and :class:`OnnxDecoder` decodes greedily and scores text with it.
 
 The exporter is noisy in torch 2.13 (progress lines, a ``FutureWarning`` from inside torch, a
 warning per torchvision operator it cannot find); :func:`export_onnx` keeps that out of the
@@ -243,8 +244,9 @@ def decoder_to_onnx(net, opset: int = 23):
     ``MatMul``, ``Split``, ``Add`` and the SwiGLU's ``Sigmoid``/``Mul``. Fewer, larger nodes
     matter at decode time, where each node's fixed cost in the runtime is paid per token.
     Query head ``j`` reads key/value head ``j // (n_heads / n_kv_heads)``, as ONNX Runtime's
-    kernel and onnx >= 1.20 define it (the function body in onnx 1.18-1.19 tiled the heads the
-    other way: onnx/onnx pull request 7274).
+    kernel and the reference of onnx 1.23 (the course's pin) compute it; the operator's
+    function body in earlier onnx releases tiled the heads the other way (onnx/onnx pull
+    request 7274, checked 2026-12-05).
     Each weight matrix ``W`` is stored as ``W^T`` and used by a ``MatMul`` whose second input
     is that constant, the pattern ONNX Runtime's quantization tools look for. A tied head gets
     its own transposed copy of the embedding (the Gather reads rows of ``[vocab, d]``, the head

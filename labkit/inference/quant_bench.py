@@ -30,15 +30,17 @@ RECOMMENDED_INT8 = "int8"
 def measure_precisions(model, precisions=PRECISIONS, *, new_tokens: int = 24, repeats: int = 3,
                        max_tokens: int = 256, sample_prompt: str | None = None,
                        sample_tokens: int = 16, bandwidth_GBps: float | None = None,
-                       threads: int = 1) -> list[dict]:
+                       threads: int = 1,
+                       reference_logits: torch.Tensor | None = None) -> list[dict]:
     """Quantize ``model`` (fp32) to each precision in turn and measure it, in one run.
 
     Per precision: ``bytes`` (stored format of the projections and head, :func:`~labkit.inference.quant_quality.model_bytes`
     ``linear``), ``total_bytes``, ``decode_tok_s`` and ``pct_roofline`` (via
     :func:`labkit.inference.decode_bench.decode_benchmark`, ``threads`` threads, best of ``repeats``, against
     one GEMV bandwidth probe measured here), ``perplexity`` and ``top1_agreement`` with fp32 on
-    the held-out text (first ``max_tokens`` tokens), and a greedy ``sample``. Only one
-    quantized copy exists at a time.
+    the held-out text (first ``max_tokens`` tokens; pass fp32's logits there as
+    ``reference_logits`` if you have them), and a greedy ``sample``. Only one quantized copy
+    exists at a time.
     """
 
     unknown = [p for p in precisions if p not in PRECISIONS]
@@ -46,7 +48,8 @@ def measure_precisions(model, precisions=PRECISIONS, *, new_tokens: int = 24, re
         raise ValueError(f"unknown precisions {unknown}; use some of {', '.join(PRECISIONS)}")
     if bandwidth_GBps is None:
         bandwidth_GBps = gemv_read_GBps(threads=threads)["best_GBps"]
-    ref_logits = heldout_logits(model, max_tokens=max_tokens)[0]
+    ref_logits = (heldout_logits(model, max_tokens=max_tokens)[0] if reference_logits is None
+                  else reference_logits)
     if sample_prompt is None:
         sample_prompt = (model.chat_prompt("What does a Kubernetes node do?")
                          if model.chat_template else "A Kubernetes node")
@@ -223,11 +226,12 @@ def bench_quant_cli(argv: list[str]) -> int:
     from labkit.inference.loading import load_model
 
     model = load_model(args.model, "fp32")
+    reference = heldout_logits(model)[0]             # fp32's logits: every row is scored on them
     rows = measure_precisions(model, precisions, new_tokens=args.tokens, repeats=args.repeats,
-                              threads=args.threads)
+                              threads=args.threads, reference_logits=reference)
     if not args.no_onnx:
         rows += measure_onnx_precisions(model, new_tokens=args.tokens, repeats=args.repeats,
-                                        threads=args.threads,
+                                        threads=args.threads, reference_logits=reference,
                                         bandwidth_GBps=rows[0]["bandwidth_GBps"])
     if args.json:
         import os
